@@ -1,0 +1,169 @@
+"""The per-stay state record in Redis, and the results stream the booking system reads.
+
+Keys (prefix `codeprov`, configurable):
+- `codeprov:stay:{booking_id}`: one JSON document per stay (StayState). It also holds the last
+  seen errors/warnings/mutations of the code, so transitions are computed against what was
+  recorded, whichever worker ran the previous check. Expires 30 days after ends_at.
+- `codeprov:results`: a stream; one entry each time a stay reaches `scheduled` or `failed`.
+- `codeprov:stays`: a sorted set of booking ids not yet final, scored by their next due time
+  (for `codeprov stats` and the reconciler).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from jobs.payload import Stay, describe
+from worker.errors import InvalidInput
+
+RETENTION_AFTER_END = timedelta(days=30)
+
+
+class Phase(enum.StrEnum):
+    QUEUED = "queued"
+    PROVISIONING = "provisioning"
+    WAITING = "waiting_for_device"
+    SCHEDULED = "scheduled"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (Phase.SCHEDULED, Phase.FAILED)
+
+
+class Failure(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    reason: str
+    message: str
+
+
+class StayState(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    stay: Stay
+    state: Phase = Phase.QUEUED
+    seq: int = 0
+    access_code_id: str | None = None
+    code: str | None = None
+    errors: dict[str, datetime] = Field(default_factory=dict)  # error_code -> since
+    warnings: dict[str, datetime] = Field(default_factory=dict)
+    mutations: dict[str, datetime] = Field(default_factory=dict)
+    failure: Failure | None = None
+    checks: int = 0
+    transient_failures: int = 0
+    pin_attempts: int = 0
+    at_risk_logged: bool = False
+    enqueued_at: datetime
+    updated_at: datetime
+    next_check_at: datetime | None = None
+    scheduled_at: datetime | None = None
+
+    @property
+    def booking_id(self) -> str:
+        return self.stay.booking_id
+
+    def public(self) -> dict[str, Any]:
+        """The `codeprov status --json` shape: a contract, keep the field names."""
+        return {
+            "booking_id": self.stay.booking_id,
+            "device_id": self.stay.device_id,
+            "state": self.state.value,
+            "access_code_id": self.access_code_id,
+            "errors": sorted(self.errors),
+            "warnings": sorted(self.warnings),
+            "failure": self.failure.model_dump() if self.failure else None,
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+class StayStore:
+    def __init__(self, redis: Redis, prefix: str = "codeprov", results_maxlen: int = 100_000):
+        self.redis = redis
+        self.prefix = prefix
+        self.results_key = f"{prefix}:results"
+        self.index_key = f"{prefix}:stays"
+        self._maxlen = results_maxlen
+
+    def key(self, booking_id: str) -> str:
+        return f"{self.prefix}:stay:{booking_id}"
+
+    async def get(self, booking_id: str) -> StayState | None:
+        raw = await self.redis.get(self.key(booking_id))
+        return None if raw is None else _load(raw, booking_id)
+
+    async def create(self, state: StayState) -> bool:
+        """Store a new stay; False if the booking already has a record."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.key(state.booking_id), _dump(state), nx=True, exat=_expiry(state))
+            pipe.zadd(self.index_key, {state.booking_id: state.enqueued_at.timestamp()})
+            created, _ = await pipe.execute()
+        return bool(created)
+
+    async def commit(self, state: StayState, expected_seq: int) -> bool:
+        """Write state if the stored record is still at expected_seq (no other step moved it)."""
+        key = self.key(state.booking_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(key)
+                raw = await pipe.get(key)
+                if raw is None or _load(raw, state.booking_id).seq != expected_seq:
+                    return False
+                pipe.multi()
+                pipe.set(key, _dump(state), exat=_expiry(state))
+                self._index(pipe, state)
+                if state.state.is_final:
+                    pipe.xadd(self.results_key, _result(state), maxlen=self._maxlen, approximate=True)
+                await pipe.execute()
+            except WatchError:
+                return False
+        return True
+
+    def _index(self, pipe: Any, state: StayState) -> None:
+        if state.state.is_final:
+            pipe.zrem(self.index_key, state.booking_id)
+        else:
+            due = state.next_check_at or state.updated_at
+            pipe.zadd(self.index_key, {state.booking_id: due.timestamp()})
+
+
+def _dump(state: StayState) -> str:
+    return state.model_dump_json(exclude_defaults=False)
+
+
+def _load(raw: bytes | str, booking_id: str) -> StayState:
+    try:
+        return StayState.model_validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidInput(f"stored state of booking {booking_id!r} is invalid: {describe(exc)}") from None
+
+
+def _expiry(state: StayState) -> int | None:
+    if state.stay.ends_at is None:
+        return None
+    return int((state.stay.ends_at + RETENTION_AFTER_END).timestamp())
+
+
+def _result(state: StayState) -> dict[str, str]:
+    """One results-stream entry. The PIN is included only once the code is scheduled."""
+    entry = {
+        "booking_id": state.stay.booking_id,
+        "device_id": state.stay.device_id,
+        "state": state.state.value,
+        "access_code_id": state.access_code_id or "",
+        "at": state.updated_at.isoformat(),
+    }
+    if state.state is Phase.SCHEDULED and state.code:
+        entry["code"] = state.code
+    if state.stay.starts_at and state.stay.ends_at:
+        entry["starts_at"] = state.stay.starts_at.isoformat()
+        entry["ends_at"] = state.stay.ends_at.isoformat()
+    if state.failure:
+        entry["failure_reason"] = state.failure.reason
+        entry["failure_message"] = state.failure.message
+    return entry

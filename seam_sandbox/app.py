@@ -1,0 +1,155 @@
+"""The ASGI app: Seam's routes over `SandboxState`, behind auth, outages, rate limits and drops.
+
+A request goes: drop? → auth → outage → per-key limit → parse → slow → handler (validation,
+404s, per-device limit, 409s). `/health` and `/_sandbox/*` skip auth and every fault.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
+
+from seam_sandbox import handlers
+from seam_sandbox.errors import DroppedConnection, SeamError
+from seam_sandbox.faults import Chaos
+from seam_sandbox.ratelimit import RateLimiter
+from seam_sandbox.state import SandboxState
+from seam_sandbox.stats import RequestStats
+
+READ_ROUTES = frozenset(
+    {
+        "/access_codes/generate_code",
+        "/access_codes/get",
+        "/access_codes/list",
+        "/devices/list",
+        "/devices/get",
+    }
+)
+WRITE_ROUTES = frozenset({"/access_codes/create", "/access_codes/update", "/access_codes/delete"})
+LIST_PARAMS = frozenset({"access_code_ids", "device_ids"})
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+class SeamApp:
+    def __init__(
+        self,
+        state: SandboxState,
+        limiter: RateLimiter,
+        stats: RequestStats,
+        chaos: Chaos,
+        stats_view: Callable[[], dict[str, Any]],
+        seed: int,
+    ) -> None:
+        self.state, self.limiter, self.stats, self.chaos = state, limiter, stats, chaos
+        self._stats_view = stats_view
+        self._request_ids = random.Random(f"{seed}:requests")
+        route = Route("/{path:path}", self._endpoint, methods=_METHODS)
+        self._starlette = Starlette(routes=[route])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        rule = self.chaos.drop(path) if scope["type"] == "http" and _known(path) else None
+        if rule is None:
+            await self._starlette(scope, receive, send)
+            return
+        self.stats.connection_dropped()
+        if rule.when == "after":
+            await self._starlette(scope, receive, _discard)
+        else:
+            self.stats.arrived(path)
+            self.stats.answered(path, "dropped")
+        raise DroppedConnection(f"sandbox dropped the connection on {path}")
+
+    async def _endpoint(self, request: Request) -> Response:
+        route = request.url.path
+        self.stats.arrived(route)
+        try:
+            response = await self._respond(route, request)
+        except SeamError as exc:
+            response = JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+        response.headers["seam-request-id"] = str(
+            uuid.UUID(int=self._request_ids.getrandbits(128), version=4)
+        )
+        self.stats.answered(route if _known(route) else "(unknown)", response.status_code)
+        return response
+
+    async def _respond(self, route: str, request: Request) -> Response:
+        if route == "/_sandbox/stats" and request.method == "GET":
+            return JSONResponse(self._stats_view())
+        if route == "/health":
+            return JSONResponse({"ok": True, "msg": "seam sandbox is up"})
+        if not _known(route):
+            raise SeamError(404, "not_found", f"No route {route}")
+        if request.method != "POST" and not (request.method == "GET" and route in READ_ROUTES):
+            raise SeamError(405, "method_not_allowed", f"{request.method} not allowed on {route}")
+        self._authenticate(request)
+        outage = self.chaos.outage(self.state.now(), route)
+        if outage is not None:
+            return _outage_response(*outage)
+        self.limiter.check_key()
+        params = await _params(request)
+        delay = self.chaos.delay(route, self._device_hint(params))
+        if delay:
+            await anyio.sleep(delay)
+        body = handlers.ROUTES[route](self.state, self.limiter, params)
+        return JSONResponse(body | {"ok": True})
+
+    def _authenticate(self, request: Request) -> None:
+        expected = f"Bearer {self.state.scenario.api_key}"
+        if request.headers.get("authorization") != expected:
+            raise SeamError(401, "unauthorized", "Unauthorized")
+
+    def _device_hint(self, params: dict[str, Any]) -> str | None:
+        device_id = params.get("device_id")
+        if isinstance(device_id, str):
+            return device_id
+        code = self.state.codes.get(str(params.get("access_code_id")))
+        return code.device_id if code else None
+
+
+def _known(route: str) -> bool:
+    return route in READ_ROUTES or route in WRITE_ROUTES
+
+
+async def _discard(message: Message) -> None:
+    """Swallows the answer of a request whose connection is dropped after it took effect."""
+
+
+async def _params(request: Request) -> dict[str, Any]:
+    if request.method == "GET":
+        params: dict[str, Any] = {}
+        for key, value in request.query_params.multi_items():
+            if key.removesuffix("[]") in LIST_PARAMS:
+                params.setdefault(key.removesuffix("[]"), []).extend(
+                    v for v in value.split(",") if v
+                )
+            else:
+                params[key] = value
+        return params
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise SeamError(400, "invalid_input", "Unparsable JSON body") from None
+    if not isinstance(parsed, dict):
+        raise SeamError(400, "invalid_input", "The JSON body must be an object")
+    return parsed
+
+
+def _outage_response(status: int, seam_body: bool) -> Response:
+    if not seam_body:
+        return Response(status_code=status)
+    error = SeamError(status, "service_unavailable", "Seam is temporarily unavailable")
+    return JSONResponse(error.body(), status_code=status)

@@ -1,0 +1,202 @@
+"""Devices and access codes of one sandbox, and the operations the routes perform on them.
+
+Randomness comes from separate seeded streams (ids, PINs, latencies), so a read or a poll never
+shifts what a later create draws: the same writes in the same order give the same codes.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from seam_sandbox.clock import SandboxClock
+from seam_sandbox.codes import AccessCode, Mutation
+from seam_sandbox.errors import SeamError, access_code_not_found, device_not_found
+from seam_sandbox.errors import duplicate_access_code as duplicate
+from seam_sandbox.faults import DeviceFaults, Timeline, issue
+from seam_sandbox.scenario import DeviceSpec, Scenario
+from seam_sandbox.validation import CreateInput, UpdateInput
+
+_JUST_IN_TIME_LEAD_HOURS = 1.0  # prefer_native_scheduling=false: Seam loads ~60 min ahead
+
+
+@dataclass
+class Device:
+    spec: DeviceSpec
+    faults: DeviceFaults
+
+
+class SandboxState:
+    def __init__(self, scenario: Scenario, seed: int, clock: SandboxClock) -> None:
+        self.scenario = scenario
+        self.clock = clock
+        self.timeline = Timeline(clock.now())
+        self.devices = {s.id: Device(s, DeviceFaults(s)) for s in scenario.device_specs()}
+        self.codes: dict[str, AccessCode] = {}
+        self.created_total = 0
+        self._ids = random.Random(f"{seed}:ids")
+        self._pins = random.Random(f"{seed}:pins")
+        self._latency = random.Random(f"{seed}:latency")
+
+    # -- reading ---------------------------------------------------------------------------
+    def now(self) -> float:
+        return self.timeline.secs(self.clock.now())
+
+    def device(self, device_id: str) -> Device:
+        try:
+            return self.devices[device_id]
+        except KeyError:
+            raise device_not_found(device_id) from None
+
+    def live_codes(self, device_id: str | None = None) -> list[AccessCode]:
+        now = self.now()
+        return [
+            c
+            for c in self.codes.values()
+            if (device_id is None or c.device_id == device_id) and not c.gone(now, self.timeline)
+        ]
+
+    def code(self, access_code_id: str) -> AccessCode:
+        found = self.codes.get(access_code_id)
+        if found is None or found.gone(self.now(), self.timeline):
+            raise access_code_not_found(access_code_id)
+        return found
+
+    def code_by_pin(self, device_id: str, pin: str) -> AccessCode:
+        self.device(device_id)
+        for c in self.live_codes(device_id):
+            if c.code == pin:
+                return c
+        raise access_code_not_found(f"{device_id}/{pin}")
+
+    def render(self, code: AccessCode) -> dict[str, Any]:
+        return code.render(self.now(), self.timeline, self.devices[code.device_id].faults)
+
+    def render_device(self, device: Device) -> dict[str, Any]:
+        now, spec = self.now(), device.spec
+        offline = device.faults.offline(now)
+        errors = [issue(f.code, self.timeline.iso(f.start)) for f in offline]
+        return {
+            "device_id": spec.id,
+            "device_type": "sandbox_lock",
+            "display_name": spec.name or spec.id,
+            "workspace_id": self.scenario.workspace_id,
+            "connected_account_id": "sandbox_connected_account",
+            "created_at": self.timeline.iso(0.0),
+            "is_managed": True,
+            "can_program_online_access_codes": True,
+            "properties": {
+                "name": spec.name or spec.id,
+                "online": not offline,
+                "manufacturer": "sandbox",
+                "supported_code_lengths": [spec.code_length],
+                "max_active_codes_supported": None,
+            },
+            "errors": errors,
+            "warnings": [],
+        }
+
+    def code_summary(self) -> dict[str, Any]:
+        """Live codes per device, names holding several live codes on one device, totals."""
+        per_device: dict[str, int] = {}
+        duplicate_names: dict[str, list[str]] = {}
+        for device_id in self.devices:
+            live = self.live_codes(device_id)
+            per_device[device_id] = len(live)
+            names = [c.name for c in live if c.name is not None]
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                duplicate_names[device_id] = repeated
+        return {
+            "codes_per_device": per_device,
+            "duplicate_names": duplicate_names,
+            "codes_created_total": self.created_total,
+        }
+
+    # -- writing ---------------------------------------------------------------------------
+    def new_id(self) -> str:
+        return str(uuid.UUID(int=self._ids.getrandbits(128), version=4))
+
+    def generate_pin(self, device_id: str) -> str:
+        length = self.device(device_id).spec.code_length
+        taken = {c.code for c in self.live_codes(device_id)}
+        for _ in range(10_000):
+            candidate = "".join(self._pins.choice("0123456789") for _ in range(length))
+            if candidate not in taken:
+                return candidate
+        raise SeamError(400, "invalid_input", f"No free {length}-digit code left on {device_id}")
+
+    def create(self, req: CreateInput) -> AccessCode:
+        device = self.device(req.device_id)
+        now = self.now()
+        if device.faults.forces_duplicate(now):
+            raise duplicate(req.device_id)
+        pin = req.code
+        if pin is None:
+            pin = self.generate_pin(req.device_id)
+        elif any(c.code == pin for c in self.live_codes(req.device_id)):
+            raise duplicate(req.device_id)
+        lead = self.scenario.native_scheduling_lead_hours
+        if not req.prefer_native_scheduling:
+            lead = _JUST_IN_TIME_LEAD_HOURS
+        program_from = now
+        if req.starts_at is not None:
+            program_from = max(now, self.timeline.secs(req.starts_at) - lead * 3600)
+        latency = device.spec.latency.sample(self._latency)
+        terminal = device.faults.terminal_error_for_new_code(now)
+        code = AccessCode(
+            access_code_id=self.new_id(),
+            device_id=req.device_id,
+            workspace_id=self.scenario.workspace_id,
+            name=req.name,
+            code=pin,
+            starts_at=req.starts_at,
+            ends_at=req.ends_at,
+            created=now,
+            program_from=program_from,
+            latency=latency,
+            scheduled_at=None if terminal else device.faults.finish(program_from, latency),
+            terminal_error=terminal,
+            common_code_key=req.common_code_key,
+            is_one_time_use=req.is_one_time_use,
+            is_external_modification_allowed=req.allow_external_modification,
+        )
+        self.codes[code.access_code_id] = code
+        self.created_total += 1
+        return code
+
+    def update(self, code: AccessCode, req: UpdateInput) -> None:
+        now = self.now()
+        if req.code is not None and req.code != code.code:
+            if any(c.code == req.code for c in self.live_codes(code.device_id)):
+                raise duplicate(code.device_id)
+            code.code = req.code
+            self._mutate(code, "updating_code", now)
+        if req.name is not None and req.name != code.name:
+            code.name = req.name
+            self._mutate(code, "updating_name", now)
+        if req.changes_time_frame:
+            code.starts_at, code.ends_at = req.starts_at, req.ends_at
+            if now < code.program_from:  # still deferred: re-plan when programming starts
+                self._replan(code, now)
+            self._mutate(code, "updating_time_frame", now)
+
+    def delete(self, code: AccessCode) -> None:
+        if code.deleted_at is None:
+            code.deleted_at = self._mutate(code, "deleting", self.now())
+
+    def _mutate(self, code: AccessCode, mutation_code: str, now: float) -> float:
+        faults = self.devices[code.device_id].faults
+        done = faults.finish(now, faults.spec.latency.sample(self._latency))
+        code.mutations.append(Mutation(mutation_code, now, done))
+        return done
+
+    def _replan(self, code: AccessCode, now: float) -> None:
+        lead = self.scenario.native_scheduling_lead_hours * 3600
+        starts = self.timeline.secs(code.starts_at) if code.starts_at else now
+        code.program_from = max(now, starts - lead)
+        if code.terminal_error is None:
+            faults = self.devices[code.device_id].faults
+            code.scheduled_at = faults.finish(code.program_from, code.latency)

@@ -1,0 +1,52 @@
+"""The wire format: JSON jobs, and anything else turned into a rejection instead of a crash."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+from worker.queue import REJECT_FUNCTION, STEP_FUNCTION, deserialize, job_id, serialize
+
+
+def job(**over: object) -> bytes:
+    data = {"t": 1, "f": STEP_FUNCTION, "a": [], "k": {"booking_id": "B", "seq": 0}, "et": 1}
+    data.update(over)
+    return serialize(data)
+
+
+def test_round_trip() -> None:
+    """Our own jobs come back as they went in."""
+    assert deserialize(job())["k"] == {"booking_id": "B", "seq": 0}
+
+
+def test_pickle_is_rejected_without_running() -> None:
+    """A pickle payload is never unpickled: it becomes a reject_job call."""
+    payload = pickle.dumps({"f": STEP_FUNCTION})
+    out = deserialize(payload)
+    assert out["f"] == REJECT_FUNCTION
+    assert "not UTF-8" in out["k"]["reason"] or "not JSON" in out["k"]["reason"]
+
+
+def test_garbage_is_rejected() -> None:
+    """Bytes that are not JSON name the problem."""
+    assert "not JSON" in deserialize(b"{nope")["k"]["reason"]
+
+
+def test_json_without_arq_fields_is_rejected() -> None:
+    """Valid JSON that is not an arq job is rejected."""
+    assert "lacks arq's fields" in deserialize(json.dumps([1]).encode())["k"]["reason"]
+
+
+def test_unknown_function_is_rejected() -> None:
+    """A job naming a function we do not run is rejected, not looked up."""
+    assert "unknown job function" in deserialize(job(f="os.system"))["k"]["reason"]
+
+
+def test_oversized_payload_is_rejected() -> None:
+    """An absurdly large job is rejected before parsing."""
+    assert "over the" in deserialize(b" " * 70_000)["k"]["reason"]
+
+
+def test_job_ids_are_deterministic() -> None:
+    """A stay's step has one job id, whoever enqueues it."""
+    assert job_id("B-7", 3) == "codeprov:B-7:3"

@@ -1,0 +1,154 @@
+"""The `codeprov` command. Names, flags and JSON shapes here are a contract: keep them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Iterator
+from typing import IO, Any
+
+import click
+from pydantic import ValidationError
+
+from worker.settings import Settings
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or a clear message and exit status 2."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            click.echo(f"codeprov: invalid configuration: {field}: {err['msg']}", err=True)
+        sys.exit(2)
+
+
+def _configure_logging(settings: Settings) -> None:
+    from worker.logs import configure
+
+    configure(fmt=settings.log_format, level=settings.log_level,
+              secrets=[settings.seam_api_key.get_secret_value()], show_pins=settings.log_pins)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """codeprov: provision Seam access codes for stays, from a Redis queue."""
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Exit once the queue, deferred checks included, is empty.")
+def worker(burst: bool) -> None:
+    """Run a worker (configuration from the environment, see README)."""
+    from worker.runtime import make_worker
+
+    settings = load_settings()
+    if not settings.seam_api_key.get_secret_value():
+        raise click.UsageError("SEAM_API_KEY is not set: the worker needs a Seam API key")
+    _configure_logging(settings)
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    make_worker(settings, burst=burst).run()
+
+
+@main.command()
+@click.option("--booking-id")
+@click.option("--device-id")
+@click.option("--starts-at")
+@click.option("--ends-at")
+@click.option("--name")
+@click.option("--file", "file", type=click.File("rb"), help="JSON Lines of stays ('-' = stdin).")
+def enqueue(booking_id: str | None, device_id: str | None, starts_at: str | None,
+            ends_at: str | None, name: str | None, file: IO[bytes] | None) -> None:
+    """Enqueue stays; prints one JSON result per stay; exit 1 if any was invalid."""
+    from jobs.enqueue import EnqueueResult, enqueue_stays
+
+    if file is not None and (booking_id or device_id):
+        raise click.UsageError("use either --file or --booking-id/--device-id, not both")
+    if file is None and not (booking_id and device_id):
+        raise click.UsageError("give --booking-id and --device-id, or --file")
+    settings = load_settings()
+    if file is not None:
+        parsed = list(_read_lines(file))
+    else:
+        stay = {"booking_id": booking_id, "device_id": device_id, "starts_at": starts_at,
+                "ends_at": ends_at, "name": name}
+        parsed = [{k: v for k, v in stay.items() if v is not None}]
+    good = [p for p in parsed if not isinstance(p, EnqueueResult)]
+    results = iter(asyncio.run(enqueue_stays(good, settings=settings)) if good else [])
+    invalid = False
+    for p in parsed:
+        result = p if isinstance(p, EnqueueResult) else next(results)
+        invalid |= result.result == "invalid"
+        click.echo(json.dumps(result.as_dict()))
+    sys.exit(1 if invalid else 0)
+
+
+def _read_lines(file: IO[bytes]) -> Iterator[Any]:
+    """Each non-blank line: a dict to enqueue, or an `invalid` result saying what is wrong."""
+    from jobs.enqueue import EnqueueResult
+
+    for number, raw in enumerate(file, start=1):
+        if not raw.strip():
+            continue
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            yield EnqueueResult(None, None, "invalid", f"line {number}: not UTF-8 text")
+            continue
+        except ValueError as exc:
+            yield EnqueueResult(None, None, "invalid", f"line {number}: not JSON: {exc}")
+            continue
+        if not isinstance(data, dict):
+            yield EnqueueResult(None, None, "invalid", f"line {number}: expected a JSON object")
+            continue
+        yield data
+
+
+@main.command()
+@click.argument("booking_id")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (the status contract).")
+def status(booking_id: str, as_json: bool) -> None:
+    """Show where one stay is: queued, provisioning, waiting_for_device, scheduled, failed."""
+    from jobs.status import read_status
+
+    settings = load_settings()
+    found = asyncio.run(read_status(settings, booking_id))
+    if found is None:
+        click.echo(f"codeprov: no stay with booking_id {booking_id!r} in this Redis "
+                   f"(check REDIS_URL and CODEPROV_KEY_PREFIX)", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(found))
+        return
+    for key, value in found.items():
+        shown = value if not isinstance(value, list | dict) else json.dumps(value)
+        click.echo(f"{key:15} {shown}")
+
+
+@main.command()
+@click.option("--stays", default=36, show_default=True, help="How many stays to provision.")
+@click.option("--workers", default=3, show_default=True, help="How many workers to run.")
+def demo(stays: int, workers: int) -> None:
+    """Run workers against the sandbox on a private Redis, and show the outcome."""
+    from worker.demo import run_demo
+
+    sys.exit(run_demo(stays=stays, workers=workers))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8787, show_default=True, type=int)
+@click.option("--scenario", default="default", show_default=True,
+              help="A scenario file (YAML/JSON) or the name of a bundled one.")
+@click.option("--seed", default=0, show_default=True, type=int)
+def sandbox(host: str, port: int, scenario: str, seed: int) -> None:
+    """Serve the Seam sandbox on HOST:PORT; prints its endpoint, API key and device ids."""
+    from seam_sandbox.scenario import load_scenario
+    from seam_sandbox.server import serve
+
+    try:
+        loaded = load_scenario(scenario)
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--scenario") from None
+    serve(host, port, loaded, seed)

@@ -1,0 +1,153 @@
+"""One rate limiter for every worker process: GCRA in Redis, one Lua script, server time.
+
+Each request asks for one token from every bucket that applies to it (the workspace's, and for
+writes the device's create/update/delete bucket) in ONE script call, so the check and the spend
+are atomic across processes. A 429 from Seam sets a shared penalty key: every worker then waits
+out Retry-After (or a jittered backoff) for that scope, instead of each finding out on its own.
+
+Short waits are slept inside the job; longer ones raise RateLimitWait so the job reschedules
+itself and frees its worker slot.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import anyio
+from redis.asyncio import Redis
+
+from worker.errors import RateLimitWait
+
+# KEYS: bucket keys, then penalty keys. ARGV: per bucket (interval_ms, tolerance_ms).
+# Returns 0 when every bucket granted a token (and all were spent), else the wait in ms.
+_GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local nb = tonumber(ARGV[1])
+local wait = 0
+for i = nb + 1, #KEYS do
+  local ttl = redis.call('PTTL', KEYS[i])
+  if ttl > wait then wait = ttl end
+end
+if wait > 0 then return wait end
+local tats = {}
+for i = 1, nb do
+  local interval = tonumber(ARGV[2 * i])
+  local tolerance = tonumber(ARGV[2 * i + 1])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
+  if tat < now then tat = now end
+  local over = tat - now - tolerance
+  if over > wait then wait = over end
+  tats[i] = tat + interval
+end
+if wait > 0 then return wait end
+for i = 1, nb do
+  redis.call('SET', KEYS[i], tats[i], 'PX', math.max(1, tats[i] - now))
+end
+return 0
+"""
+
+
+class Operation(enum.Enum):
+    READ = "read"
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class Rate:
+    """`count` requests per `per` seconds, `burst` of them back to back."""
+
+    count: float
+    per: float = 1.0
+    burst: int = 1
+
+    @property
+    def interval_ms(self) -> int:
+        return max(1, round(self.per / self.count * 1000))
+
+    @property
+    def tolerance_ms(self) -> int:
+        return self.interval_ms * (self.burst - 1)
+
+
+@dataclass(frozen=True)
+class Budgets:
+    workspace: Rate
+    device: dict[Operation, Rate]
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class Limiter:
+    def __init__(
+        self,
+        redis: Redis,
+        budgets: Budgets,
+        *,
+        prefix: str = "codeprov",
+        max_sleep: float = 2.0,
+        sleep: Sleep = anyio.sleep,
+    ) -> None:
+        self._redis = redis
+        self._budgets = budgets
+        self._prefix = prefix
+        self._max_sleep = max_sleep
+        self._sleep = sleep
+        self._script = redis.register_script(_GCRA)
+
+    async def try_acquire(self, operation: Operation, device_id: str | None = None) -> float:
+        """Spend one token from every bucket that applies; 0.0, or seconds to wait first."""
+        buckets = [(f"{self._prefix}:rl:workspace", self._budgets.workspace)]
+        penalties = [self.penalty_key(None)]
+        rate = self._budgets.device.get(operation)
+        if rate is not None and device_id is not None:
+            buckets.append((f"{self._prefix}:rl:device:{operation.value}:{device_id}", rate))
+            penalties.append(self.penalty_key(device_id))
+        args: list[int] = [len(buckets)]
+        for _, r in buckets:
+            args += [r.interval_ms, r.tolerance_ms]
+        keys = [k for k, _ in buckets] + penalties
+        wait_ms = int(await self._script(keys=keys, args=args))
+        return wait_ms / 1000
+
+    async def acquire(self, operation: Operation, device_id: str | None = None) -> None:
+        """Wait for a token; raise RateLimitWait if that would mean more than max_sleep."""
+        while True:
+            wait = await self.try_acquire(operation, device_id)
+            if wait <= 0:
+                return
+            if wait > self._max_sleep:
+                raise RateLimitWait(_scope(operation, device_id), wait)
+            # A little jitter so sleepers on one bucket do not wake in lockstep.
+            await self._sleep(wait + random.uniform(0, 0.01))
+
+    async def penalize(self, device_id: str | None, seconds: float) -> None:
+        """Pause every worker for this scope (the workspace when device_id is None)."""
+        ms = max(1, int(seconds * 1000))
+        key = self.penalty_key(device_id)
+        # Keep the longer of an existing and a new penalty.
+        current = await self._redis.pttl(key)
+        if current < ms:
+            await self._redis.set(key, b"1", px=ms)
+
+    def penalty_key(self, device_id: str | None) -> str:
+        scope = f"device:{device_id}" if device_id else "workspace"
+        return f"{self._prefix}:rl:penalty:{scope}"
+
+
+def _scope(operation: Operation, device_id: str | None) -> str:
+    return f"{operation.value} on {device_id}" if device_id else "workspace"
+
+
+def backoff(
+    attempt: int, *, base: float, cap: float, factor: float = 2.0, jitter: float = 0.2
+) -> float:
+    """Exponential backoff with proportional jitter: base * factor^attempt, capped."""
+    delay = min(cap, base * (factor ** max(0, attempt)))
+    return delay * (1 - jitter * random.random())

@@ -1,0 +1,101 @@
+"""Our thin seam over arq: connection, JSON wire format, deterministic job ids.
+
+arq pickles jobs by default, which lets anyone who can write to Redis run code in the worker.
+We serialize jobs as JSON, and our deserializer never raises: anything that is not one of our
+jobs becomes a call to `reject_job`, which fails the stay with a reason instead of killing or
+confusing the worker.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from arq.connections import ArqRedis, RedisSettings
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from worker.settings import Settings
+
+REJECT_FUNCTION = "reject_job"
+STEP_FUNCTION = "advance_stay"
+MAX_JOB_BYTES = 64 * 1024
+
+
+def job_id(booking_id: str, seq: int) -> str:
+    """Deterministic per stay and step: enqueueing the same step twice is a no-op."""
+    return f"codeprov:{booking_id}:{seq}"
+
+
+def serialize(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), default=_default).encode()
+
+
+def _default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def deserialize(raw: bytes) -> dict[str, Any]:
+    """A job dict for arq; a `reject_job` call for anything that is not a job of ours."""
+    if len(raw) > MAX_JOB_BYTES:
+        return _reject(f"job payload is {len(raw)} bytes, over the {MAX_JOB_BYTES} limit")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return _reject("job payload is not UTF-8 (a pickle or other binary data?)")
+    except ValueError as exc:
+        return _reject(f"job payload is not JSON: {exc.msg} at position {exc.pos}")
+    if not isinstance(data, dict) or not {"f", "a", "k", "t", "et"} <= data.keys():
+        return _reject("job payload lacks arq's fields f, a, k, t, et")
+    if isinstance(data.get("r"), dict) or "s" in data:
+        return data  # a result record, read by arq's Job.result(): pass through
+    if data["f"] not in (STEP_FUNCTION, REJECT_FUNCTION) or not isinstance(data["k"], dict):
+        return _reject(f"unknown job function {str(data['f'])[:80]!r}")
+    return data
+
+
+def _reject(reason: str) -> dict[str, Any]:
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    return {"t": 1, "f": REJECT_FUNCTION, "a": [], "k": {"reason": reason}, "et": now_ms}
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    # redis-py retries and arq's own reconnect loop ride out a short Redis blip.
+    rs = RedisSettings.from_dsn(settings.redis_url)
+    rs.conn_timeout = 5
+    rs.conn_retries = 10
+    rs.conn_retry_delay = 1
+    rs.retry_on_timeout = True
+    rs.retry_on_error = [RedisConnectionError, RedisTimeoutError]
+    rs.retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=5)
+    return rs
+
+
+async def connect(settings: Settings) -> ArqRedis:
+    from arq import create_pool
+
+    return await create_pool(
+        redis_settings(settings),
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        default_queue_name=settings.queue_name,
+    )
+
+
+async def enqueue_step(
+    redis: ArqRedis, booking_id: str, seq: int, *, at: datetime | None = None
+) -> bool:
+    """Enqueue step `seq` of a stay, due at `at` (now if None); False if it already exists."""
+    job = await redis.enqueue_job(
+        STEP_FUNCTION,
+        _job_id=job_id(booking_id, seq),
+        _defer_until=at,
+        booking_id=booking_id,
+        seq=seq,
+    )
+    return job is not None

@@ -1,0 +1,156 @@
+"""The worker runtime: builds the dependencies once, registers the job functions with arq.
+
+Job functions are thin: they validate what arq hands them, then call jobs.pipeline. Anything
+unexpected (a Redis blip, a bug) becomes an arq Retry with backoff, never a silently broken
+chain; a bad job never raises out of here, so it never kills a worker or blocks others.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx
+from arq import Retry
+from arq.connections import ArqRedis
+from arq.worker import Worker, func
+
+from jobs.pipeline import JobInfo, advance_stay
+from jobs.state import Failure, Phase, StayStore
+from worker.deps import Clock, Deps, utcnow
+from worker.errors import InvalidInput
+from worker.limiter import Budgets, Limiter, Operation, Rate, backoff
+from worker.logs import get_logger
+from worker.queue import REJECT_FUNCTION, STEP_FUNCTION, deserialize, redis_settings, serialize
+from worker.settings import Settings
+
+_JOB_ID = re.compile(r"^codeprov:(?P<booking_id>.+):(?P<seq>\d+)$")
+_DEPS = "codeprov.deps"
+
+
+def budgets(settings: Settings) -> Budgets:
+    return Budgets(
+        workspace=Rate(settings.rate_per_second, 1.0, settings.rate_burst),
+        device={
+            Operation.CREATE: Rate(settings.device_creates_per_minute, 60.0),
+            Operation.UPDATE: Rate(settings.device_updates_per_minute, 60.0),
+            Operation.DELETE: Rate(settings.device_deletes_per_minute, 60.0),
+        },
+    )
+
+
+def build_deps(
+    settings: Settings,
+    redis: ArqRedis,
+    *,
+    seam_transport: httpx.AsyncBaseTransport | None = None,
+    clock: Clock = utcnow,
+) -> Deps:
+    """The one place that wires settings into a Redis pool, a limiter and a Seam client."""
+    from worker.seam import SeamClient
+
+    limiter = Limiter(redis, budgets(settings), prefix=settings.key_prefix,
+                      max_sleep=settings.rate_max_sleep)
+    seam = SeamClient(settings.seam_endpoint, settings.seam_api_key.get_secret_value(),
+                      limiter=limiter, timeout=settings.http_timeout, transport=seam_transport)
+    store = StayStore(redis, settings.key_prefix, settings.results_maxlen)
+    return Deps(settings=settings, redis=redis, store=store, seam=seam, limiter=limiter,
+                clock=clock)
+
+
+def _deps(ctx: dict[str, Any]) -> Deps:
+    deps = ctx[_DEPS]
+    assert isinstance(deps, Deps)
+    return deps
+
+
+async def advance_stay_job(ctx: dict[str, Any], *, booking_id: Any = None, seq: Any = None,
+                           **extra: Any) -> None:
+    deps, job = _deps(ctx), JobInfo(str(ctx.get("job_id")), int(ctx.get("job_try", 1)))
+    if not isinstance(booking_id, str) or not isinstance(seq, int) or extra:
+        await _reject(deps, job, "job arguments must be exactly booking_id (str) and seq (int)")
+        return
+    try:
+        await advance_stay(deps, booking_id, seq, job)
+    except InvalidInput as exc:  # a stored state record that no longer validates
+        get_logger(booking_id=booking_id, job_id=job.job_id).error("job.rejected", reason=str(exc))
+    except Exception as exc:
+        delay = backoff(job.job_try - 1, base=1.0, cap=60.0)
+        get_logger(booking_id=booking_id, job_id=job.job_id, job_try=job.job_try).error(
+            "job.crashed", error=f"{type(exc).__name__}: {exc}", retry_in_s=round(delay, 3),
+            exc_info=True)
+        raise Retry(defer=delay) from exc
+
+
+async def reject_job(ctx: dict[str, Any], *, reason: Any = "invalid job", **_: Any) -> None:
+    await _reject(_deps(ctx), JobInfo(str(ctx.get("job_id")), int(ctx.get("job_try", 1))),
+                  str(reason))
+
+
+async def _reject(deps: Deps, job: JobInfo, reason: str) -> None:
+    """Log a job we cannot run; fail its stay with the reason if the job id names one."""
+    match = _JOB_ID.match(job.job_id)
+    booking_id = match["booking_id"] if match else None
+    get_logger(job_id=job.job_id, booking_id=booking_id).error("job.rejected", reason=reason)
+    if booking_id is None:
+        return
+    try:
+        state = await deps.store.get(booking_id)
+    except InvalidInput:
+        return
+    if state is None or state.state.is_final or state.seq != int(match["seq"]):  # type: ignore[index]
+        return
+    seq = state.seq
+    state.state, state.seq, state.updated_at = Phase.FAILED, seq + 1, deps.clock()
+    state.failure = Failure(reason="invalid_job", message=reason)
+    if await deps.store.commit(state, expected_seq=seq):
+        get_logger(booking_id=booking_id, job_id=job.job_id).error(
+            "provisioning.failed", reason="invalid_job", message=reason)
+
+
+def make_worker(
+    settings: Settings,
+    *,
+    burst: bool = False,
+    poll_delay: float = 0.5,
+    seam_transport: httpx.AsyncBaseTransport | None = None,
+    clock: Clock = utcnow,
+    handle_signals: bool = True,
+    on_deps: Callable[[Deps], None] | None = None,
+) -> Worker:
+    """An arq Worker for codeprov; `seam_transport` lets tests and the demo run the sandbox."""
+    stack = AsyncExitStack()
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        pool: ArqRedis = ctx["redis"]
+        deps = build_deps(settings, pool, seam_transport=seam_transport, clock=clock)
+        stack.push_async_callback(deps.seam.aclose)
+        ctx[_DEPS] = deps
+        if on_deps:
+            on_deps(deps)
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        await stack.aclose()
+
+    return Worker(
+        functions=[func(advance_stay_job, name=STEP_FUNCTION, max_tries=50),
+                   func(reject_job, name=REJECT_FUNCTION, max_tries=1)],
+        queue_name=settings.queue_name,
+        redis_settings=redis_settings(settings),
+        burst=burst,
+        poll_delay=poll_delay,
+        max_jobs=settings.max_jobs,
+        job_timeout=settings.job_timeout,
+        keep_result=0,
+        max_tries=50,
+        queue_read_limit=max(1000, settings.max_jobs * 20),
+        job_completion_wait=settings.shutdown_wait,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        on_startup=startup,
+        on_shutdown=shutdown,
+        handle_signals=handle_signals,
+        log_results=False,
+    )

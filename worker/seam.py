@@ -1,0 +1,214 @@
+"""Our thin Seam client, on httpx.
+
+Why not the official `seam` SDK's AsyncSeam: it retries inside the client (those retries would
+bypass our shared rate limiter), raises its own exception types, and hides `seam-request-id`
+and `Retry-After`. Here every request, retries included, first takes a token from the shared
+limiter, and every error answer is mapped to `worker.errors` in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import ValidationError
+
+from worker.errors import (
+    SeamClientError,
+    SeamConflict,
+    SeamConnectionError,
+    SeamError,
+    SeamInvalidInput,
+    SeamNotFound,
+    SeamProtocolError,
+    SeamRateLimited,
+    SeamUnauthorized,
+    SeamUnavailable,
+)
+from worker.limiter import Limiter, Operation, backoff
+from worker.logs import get_logger
+from worker.seam_models import AccessCode, GeneratedCode
+
+M = TypeVar("M", AccessCode, GeneratedCode)
+
+_BY_STATUS: dict[int, type[SeamClientError]] = {
+    400: SeamInvalidInput,
+    401: SeamUnauthorized,
+    403: SeamUnauthorized,
+    404: SeamNotFound,
+    409: SeamConflict,
+}
+
+
+class SeamClient:
+    def __init__(
+        self,
+        endpoint: str,
+        api_key: str,
+        *,
+        limiter: Limiter,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._limiter = limiter
+        self._penalties = 0  # consecutive 429s seen by this client: grows the shared pause
+        self._http = httpx.AsyncClient(
+            base_url=endpoint,
+            headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def generate_code(self, device_id: str) -> GeneratedCode:
+        body = await self._call("/access_codes/generate_code", {"device_id": device_id})
+        return _parse(GeneratedCode, body, "generated_code", "/access_codes/generate_code")
+
+    async def create_access_code(
+        self,
+        device_id: str,
+        *,
+        code: str,
+        name: str,
+        starts_at: datetime | None,
+        ends_at: datetime | None,
+    ) -> AccessCode:
+        payload: dict[str, Any] = {"device_id": device_id, "code": code, "name": name}
+        if starts_at is not None and ends_at is not None:
+            payload["starts_at"] = starts_at.isoformat()
+            payload["ends_at"] = ends_at.isoformat()
+        body = await self._call("/access_codes/create", payload, Operation.CREATE, device_id)
+        return _parse(AccessCode, body, "access_code", "/access_codes/create")
+
+    async def get_access_code(self, access_code_id: str) -> AccessCode:
+        body = await self._call("/access_codes/get", {"access_code_id": access_code_id})
+        return _parse(AccessCode, body, "access_code", "/access_codes/get")
+
+    async def list_access_codes(self, device_id: str) -> list[AccessCode]:
+        route = "/access_codes/list"
+        body = await self._call(route, {"device_id": device_id})
+        items = body.get("access_codes")
+        if not isinstance(items, list):
+            raise SeamProtocolError("answer lacks the list 'access_codes'", route=route)
+        codes = [_parse_item(AccessCode, item, route) for item in items]
+        # Seam's fake ignores the device_id filter: filter here too.
+        return [c for c in codes if c.device_id == device_id]
+
+    async def update_access_code(
+        self, access_code_id: str, device_id: str, **fields: Any
+    ) -> None:
+        payload = {"access_code_id": access_code_id, **fields}
+        await self._call("/access_codes/update", payload, Operation.UPDATE, device_id)
+
+    async def delete_access_code(self, access_code_id: str, device_id: str) -> None:
+        payload = {"access_code_id": access_code_id}
+        await self._call("/access_codes/delete", payload, Operation.DELETE, device_id)
+
+    async def _call(
+        self,
+        route: str,
+        payload: Mapping[str, Any],
+        operation: Operation = Operation.READ,
+        device_id: str | None = None,
+    ) -> dict[str, Any]:
+        await self._limiter.acquire(operation, device_id)
+        try:
+            response = await self._http.post(route, json=dict(payload))
+            if response.status_code != 429:
+                self._penalties = 0
+        except (httpx.TransportError, OSError) as exc:
+            # In-process (ASGITransport) a dropped connection surfaces as a raw OSError.
+            raise SeamConnectionError(f"no answer from Seam: {type(exc).__name__}", route=route) from None
+        body = _json_body(response, route)
+        if response.is_success:
+            if body is None:
+                raise SeamProtocolError("answer is not a JSON object", status=response.status_code,
+                                        request_id=_request_id(response), route=route)
+            return body
+        try:
+            _raise_for_answer(response, body, route)
+        except SeamRateLimited as exc:
+            await self._share_penalty(exc, operation, device_id)
+            raise
+        raise AssertionError("unreachable")
+
+    async def _share_penalty(
+        self, exc: SeamRateLimited, operation: Operation, device_id: str | None
+    ) -> None:
+        # A 429 on a write is most likely the per-device budget; on a read, the workspace's.
+        scope = device_id if operation is not Operation.READ else None
+        self._penalties += 1
+        pause = exc.retry_after if exc.retry_after is not None else backoff(
+            min(self._penalties, 6) - 1, base=1.0, cap=30.0, jitter=0.5)
+        await self._limiter.penalize(scope, pause)
+        get_logger().warning("seam.rate_limited", route=exc.route, device_id=scope,
+                             retry_after_s=exc.retry_after, pause_s=round(pause, 3),
+                             seam_request_id=exc.request_id)
+
+
+def _request_id(response: httpx.Response) -> str | None:
+    return response.headers.get("seam-request-id")
+
+
+def _json_body(response: httpx.Response, route: str) -> dict[str, Any] | None:
+    try:
+        body = json.loads(response.content) if response.content else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP-date: rare for APIs; fall back to our own backoff
+
+
+def _raise_for_answer(response: httpx.Response, body: dict[str, Any] | None, route: str) -> None:
+    """Map one error answer to our exception tree. The only place that does so."""
+    error = body.get("error") if body else None
+    error = error if isinstance(error, dict) else {}
+    status = response.status_code
+    kw: dict[str, Any] = {
+        "status": status,
+        "error_type": str(error.get("type")) if error.get("type") else None,
+        "request_id": _request_id(response),
+        "route": route,
+    }
+    message = str(error.get("message") or response.reason_phrase or "error")[:500]
+    if status == 429:
+        raise SeamRateLimited(message, retry_after=_retry_after(response), **kw)
+    if status >= 500 or status == 408:
+        raise SeamUnavailable(message, **kw)
+    raise _BY_STATUS.get(status, SeamClientError)(message, **kw)
+
+
+def _parse(
+    model: type[M], body: dict[str, Any], field: str, route: str
+) -> M:
+    return _parse_item(model, body.get(field), route, field)
+
+
+def _parse_item(
+    model: type[M], item: Any, route: str, field: str = "item"
+) -> M:
+    if not isinstance(item, dict):
+        raise SeamProtocolError(f"answer lacks the object '{field}'", route=route)
+    try:
+        return model.model_validate(item)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SeamProtocolError(f"unexpected '{field}' shape ({problems})", route=route) from None
+
+
+__all__ = ["SeamClient", "SeamError"]
