@@ -73,7 +73,9 @@ async def _existing(store: StayStore, redis: ArqRedis, stay: Stay) -> EnqueueRes
         )
     if not known.state.is_final:
         # Heals a chain whose job was lost (e.g. Redis restored from an old snapshot).
-        await enqueue_step(redis, stay.booking_id, known.seq, at=known.next_check_at)
+        due = known.next_check_at
+        delay = max(0.0, (due - utcnow()).total_seconds()) if due else 0.0
+        await enqueue_step(redis, stay.booking_id, known.seq, delay=delay)
     return EnqueueResult(stay.booking_id, job_id(stay.booking_id, known.seq), "duplicate")
 
 

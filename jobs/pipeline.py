@@ -72,7 +72,8 @@ async def advance_stay(deps: Deps, booking_id: str, seq: int, job: JobInfo) -> N
         return
     if state.seq != seq:
         if seq < state.seq:  # a re-run after a crash: make sure the chain goes on
-            await enqueue_step(deps.redis, booking_id, state.seq, at=state.next_check_at)
+            await enqueue_step(deps.redis, booking_id, state.seq,
+                               delay=_until(state.next_check_at, deps.clock()))
         return
     step = Step(deps, state.model_copy(deep=True), job, deps.clock())
     await _run(step)
@@ -213,6 +214,10 @@ def _seam_message(exc: SeamError) -> str:
     return str(exc)
 
 
+def _until(at: datetime | None, now: datetime) -> float:
+    return 0.0 if at is None else max(0.0, (at - now).total_seconds())
+
+
 def _elapsed(s: StayState, now: datetime) -> float:
     return round((now - s.enqueued_at).total_seconds(), 3)
 
@@ -240,7 +245,8 @@ async def _finish(step: Step, expected_seq: int) -> None:
         fields.setdefault("elapsed_s", _elapsed(s, step.now))
         getattr(log, level)(event, **fields)
     if not s.state.is_final:
-        await enqueue_step(step.deps.redis, s.booking_id, s.seq, at=s.next_check_at)
+        await enqueue_step(step.deps.redis, s.booking_id, s.seq,
+                           delay=_until(s.next_check_at, step.now))
 
 
 def _check_deadline(step: Step, due: datetime) -> None:

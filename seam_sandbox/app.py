@@ -72,7 +72,11 @@ class SeamApp:
 
     async def _endpoint(self, request: Request) -> Response:
         route = request.url.path
-        self.stats.arrived(route)
+        # The accounting observes clients: its own route stays out of it.
+        counted = not route.startswith("/_sandbox/")
+        label = route if _known(route) or route == "/health" else "(unknown)"
+        if counted:
+            self.stats.arrived(label)
         try:
             response = await self._respond(route, request)
         except SeamError as exc:
@@ -80,7 +84,8 @@ class SeamApp:
         response.headers["seam-request-id"] = str(
             uuid.UUID(int=self._request_ids.getrandbits(128), version=4)
         )
-        self.stats.answered(route if _known(route) else "(unknown)", response.status_code)
+        if counted:
+            self.stats.answered(label, response.status_code)
         return response
 
     async def _respond(self, route: str, request: Request) -> Response:

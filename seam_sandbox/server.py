@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import sys
+from collections.abc import Iterator
 
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -37,10 +40,18 @@ class _CloseOnDrop:
             await asyncio.sleep(0)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGINT/SIGTERM after shutting down; we stop and return instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 def serve(host: str, port: int, scenario: Scenario, seed: int) -> None:
     """Serve until SIGINT/SIGTERM, after printing one JSON line: endpoint, api_key, device_ids.
 
-    `port=0` picks a free port; the line carries the real one.
+    `port=0` picks a free port; the line carries the real one. Returns after a clean shutdown.
     """
     asyncio.run(_serve(Sandbox(scenario, seed=seed), host, port))
 
@@ -49,7 +60,10 @@ async def _serve(sandbox: Sandbox, host: str, port: int) -> None:
     config = uvicorn.Config(
         _CloseOnDrop(sandbox.app), host=host, port=port, access_log=False, log_level="warning"
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, setattr, server, "should_exit", True)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -87,14 +87,16 @@ async def connect(settings: Settings) -> ArqRedis:
     )
 
 
-async def enqueue_step(
-    redis: ArqRedis, booking_id: str, seq: int, *, at: datetime | None = None
-) -> bool:
-    """Enqueue step `seq` of a stay, due at `at` (now if None); False if it already exists."""
+async def enqueue_step(redis: ArqRedis, booking_id: str, seq: int, *, delay: float = 0.0) -> bool:
+    """Enqueue step `seq` of a stay, due in `delay` seconds; False if it already exists.
+
+    Relative, not absolute: arq scores jobs with the enqueuer's wall clock, and our own clock
+    is injected (tests and the sandbox may run it ahead).
+    """
     job = await redis.enqueue_job(
         STEP_FUNCTION,
         _job_id=job_id(booking_id, seq),
-        _defer_until=at,
+        _defer_by=delay if delay > 0 else None,
         booking_id=booking_id,
         seq=seq,
     )
