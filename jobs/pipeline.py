@@ -104,30 +104,41 @@ async def _run(step: Step) -> None:
 async def _provision(step: Step) -> AccessCode | None:
     s, seam, stay = step.state, step.deps.seam, step.state.stay
     s.state = Phase.PROVISIONING
-    if s.pin_attempts > 0:
-        # A create may have succeeded without us recording it: look before creating again.
+    if s.create_sent:
+        # A create may have reached Seam without us recording it: look before creating again.
         for existing in await seam.list_access_codes(stay.device_id):
             if existing.name == stay.code_name:
                 return _adopt(step, existing, adopted=True)
-    generated = await seam.generate_code(stay.device_id)
-    ready = generated.as_access_code()
-    if ready is not None:
-        return _adopt(step, ready, adopted=False)
-    if s.pin_attempts >= step.deps.settings.max_pin_attempts:
-        step.fail("pin_conflicts", f"{s.pin_attempts} generated PINs were already on the device")
-        return None
-    s.pin_attempts += 1
+    if s.code is None:
+        generated = await seam.generate_code(stay.device_id)
+        ready = generated.as_access_code()
+        if ready is not None:
+            return _adopt(step, ready, adopted=False)
+        s.code = generated.code
+    return await _create(step)
+
+
+async def _create(step: Step) -> AccessCode | None:
+    s, stay = step.state, step.state.stay
     # Record the intent before the POST: a re-run then looks for the code first.
+    s.create_sent = True
     if not await step.deps.store.commit(s, expected_seq=s.seq):
         return None
     try:
-        created = await seam.create_access_code(
-            stay.device_id, code=generated.code, name=stay.code_name,
+        created = await step.deps.seam.create_access_code(
+            stay.device_id, code=s.code or "", name=stay.code_name,
             starts_at=stay.starts_at, ends_at=stay.ends_at,
         )
+    except RateLimitWait:
+        s.create_sent = False  # the limiter held it back: nothing reached Seam
+        raise
     except SeamConflict as exc:
+        s.pin_conflicts += 1
+        s.code, s.create_sent = None, False
         step.emit("warning", "access_code.pin_conflict", device_id=stay.device_id,
-                  seam_request_id=exc.request_id, attempt=s.pin_attempts)
+                  seam_request_id=exc.request_id, attempt=s.pin_conflicts)
+        if s.pin_conflicts >= step.deps.settings.max_pin_attempts:
+            step.fail("pin_conflicts", f"{s.pin_conflicts} generated PINs were already on the lock")
         step.later(0)
         return None
     return _adopt(step, created, adopted=False)

@@ -50,14 +50,15 @@ class StayState(BaseModel):
     state: Phase = Phase.QUEUED
     seq: int = 0
     access_code_id: str | None = None
-    code: str | None = None
+    code: str | None = None  # the PIN: chosen before create, confirmed by Seam's answer
     errors: dict[str, datetime] = Field(default_factory=dict)  # error_code -> since
     warnings: dict[str, datetime] = Field(default_factory=dict)
     mutations: dict[str, datetime] = Field(default_factory=dict)
     failure: Failure | None = None
     checks: int = 0
     transient_failures: int = 0
-    pin_attempts: int = 0
+    create_sent: bool = False  # a create may have reached Seam: look before creating again
+    pin_conflicts: int = 0
     at_risk_logged: bool = False
     enqueued_at: datetime
     updated_at: datetime

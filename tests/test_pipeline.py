@@ -121,7 +121,7 @@ async def test_rerun_after_crash_adopts_existing_code(redis: Redis, redis_url: s
         await rig.enqueue(stay)
         store = StayStore(rig.pool)
         state = await rig.state("B1")
-        state.pin_attempts, state.state = 1, Phase.PROVISIONING  # the intent was recorded
+        state.create_sent, state.state = True, Phase.PROVISIONING  # the intent was recorded
         assert await store.commit(state, expected_seq=0)
         async with httpx.AsyncClient(transport=rig.transport(), base_url="http://sandbox",
                                      headers={"Authorization": f"Bearer {rig.sandbox.api_key}"}
