@@ -26,7 +26,7 @@ from worker.errors import (
     SeamTransientError,
 )
 from worker.limiter import backoff
-from worker.logs import flat, get_logger
+from worker.logs import flat, get_logger, mask_pin
 from worker.queue import enqueue_step
 from worker.seam_models import AccessCode
 
@@ -170,7 +170,8 @@ def _observe(step: Step, code: AccessCode) -> None:
     if code.is_scheduled:
         s.state, s.scheduled_at = Phase.SCHEDULED, now
         step.emit("info", "access_code.scheduled", access_code_id=code.access_code_id,
-                  code=s.code, checks=s.checks, elapsed_s=_elapsed(s, now))
+                  code=s.code if step.deps.settings.log_pins else mask_pin(s.code),
+                  checks=s.checks, elapsed_s=_elapsed(s, now))
     elif terminal:
         msg = seen["error"][terminal[0]][0] or "Seam reports an error a person must fix"
         step.fail(terminal[0], msg)

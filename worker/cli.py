@@ -152,3 +152,7 @@ def sandbox(host: str, port: int, scenario: str, seed: int) -> None:
     except (OSError, ValueError) as exc:
         raise click.BadParameter(str(exc), param_hint="--scenario") from None
     serve(host, port, loaded, seed)
+
+
+if __name__ == "__main__":
+    main()

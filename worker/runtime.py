@@ -24,7 +24,7 @@ from worker.errors import InvalidInput
 from worker.limiter import Budgets, Limiter, Operation, Rate, backoff
 from worker.logs import get_logger
 from worker.queue import REJECT_FUNCTION, STEP_FUNCTION, deserialize, redis_settings, serialize
-from worker.settings import Settings
+from worker.settings import Settings, mask_url
 
 _JOB_ID = re.compile(r"^codeprov:(?P<booking_id>.+):(?P<seq>\d+)$")
 _DEPS = "codeprov.deps"
@@ -128,6 +128,8 @@ def make_worker(
         deps = build_deps(settings, pool, seam_transport=seam_transport, clock=clock)
         stack.push_async_callback(deps.seam.aclose)
         ctx[_DEPS] = deps
+        get_logger().info("worker.started", queue=settings.queue_name, max_jobs=settings.max_jobs,
+                          redis=mask_url(settings.redis_url), seam_endpoint=settings.seam_endpoint)
         if on_deps:
             on_deps(deps)
 
