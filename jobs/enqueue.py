@@ -65,10 +65,14 @@ async def enqueue_stay(
 async def _existing(store: StayStore, redis: ArqRedis, stay: Stay) -> EnqueueResult:
     known = await store.get(stay.booking_id)
     if known is None:  # expired between our two commands: rare, and safe to report
-        return EnqueueResult(stay.booking_id, None, "invalid", "stay record vanished; enqueue again")
+        return EnqueueResult(
+            stay.booking_id, None, "invalid", "stay record vanished; enqueue again"
+        )
     if known.stay != stay:
         return EnqueueResult(
-            stay.booking_id, None, "invalid",
+            stay.booking_id,
+            None,
+            "invalid",
             "booking_id is already enqueued with different device, dates or name",
         )
     if not known.state.is_final:

@@ -72,8 +72,9 @@ async def advance_stay(deps: Deps, booking_id: str, seq: int, job: JobInfo) -> N
         return
     if state.seq != seq:
         if seq < state.seq:  # a re-run after a crash: make sure the chain goes on
-            await enqueue_step(deps.redis, booking_id, state.seq,
-                               delay=_until(state.next_check_at, deps.clock()))
+            await enqueue_step(
+                deps.redis, booking_id, state.seq, delay=_until(state.next_check_at, deps.clock())
+            )
         return
     step = Step(deps, state.model_copy(deep=True), job, deps.clock())
     await _run(step)
@@ -126,8 +127,11 @@ async def _create(step: Step) -> AccessCode | None:
         return None
     try:
         created = await step.deps.seam.create_access_code(
-            stay.device_id, code=s.code or "", name=stay.code_name,
-            starts_at=stay.starts_at, ends_at=stay.ends_at,
+            stay.device_id,
+            code=s.code or "",
+            name=stay.code_name,
+            starts_at=stay.starts_at,
+            ends_at=stay.ends_at,
         )
     except RateLimitWait:
         s.create_sent = False  # the limiter held it back: nothing reached Seam
@@ -135,8 +139,13 @@ async def _create(step: Step) -> AccessCode | None:
     except SeamConflict as exc:
         s.pin_conflicts += 1
         s.code, s.create_sent = None, False
-        step.emit("warning", "access_code.pin_conflict", device_id=stay.device_id,
-                  seam_request_id=exc.request_id, attempt=s.pin_conflicts)
+        step.emit(
+            "warning",
+            "access_code.pin_conflict",
+            device_id=stay.device_id,
+            seam_request_id=exc.request_id,
+            attempt=s.pin_conflicts,
+        )
         if s.pin_conflicts >= step.deps.settings.max_pin_attempts:
             step.fail("pin_conflicts", f"{s.pin_conflicts} generated PINs were already on the lock")
         step.later(0)
@@ -149,8 +158,13 @@ def _adopt(step: Step, code: AccessCode, *, adopted: bool) -> AccessCode:
     s.access_code_id = code.access_code_id
     s.code = code.code
     s.state = Phase.WAITING
-    step.emit("info", "access_code.created", device_id=code.device_id,
-              access_code_id=code.access_code_id, adopted=adopted)
+    step.emit(
+        "info",
+        "access_code.created",
+        device_id=code.device_id,
+        access_code_id=code.access_code_id,
+        adopted=adopted,
+    )
     return code
 
 
@@ -169,9 +183,14 @@ def _observe(step: Step, code: AccessCode) -> None:
     terminal = sorted(c for c in s.errors if classify(c) is Severity.TERMINAL)
     if code.is_scheduled:
         s.state, s.scheduled_at = Phase.SCHEDULED, now
-        step.emit("info", "access_code.scheduled", access_code_id=code.access_code_id,
-                  code=s.code if step.deps.settings.log_pins else mask_pin(s.code),
-                  checks=s.checks, elapsed_s=_elapsed(s, now))
+        step.emit(
+            "info",
+            "access_code.scheduled",
+            access_code_id=code.access_code_id,
+            code=s.code if step.deps.settings.log_pins else mask_pin(s.code),
+            checks=s.checks,
+            elapsed_s=_elapsed(s, now),
+        )
     elif terminal:
         msg = seen["error"][terminal[0]][0] or "Seam reports an error a person must fix"
         step.fail(terminal[0], msg)
@@ -181,8 +200,11 @@ def _observe(step: Step, code: AccessCode) -> None:
 
 
 def _log_transition(step: Step, t: Transition) -> None:
-    fields: dict[str, Any] = {"access_code_id": step.state.access_code_id,
-                              f"{t.kind}_code": t.code, "message": t.message or None}
+    fields: dict[str, Any] = {
+        "access_code_id": step.state.access_code_id,
+        f"{t.kind}_code": t.code,
+        "message": t.message or None,
+    }
     if t.kind == "error":
         fields["severity"] = classify(t.code).value
     if not t.added and t.since is not None:
@@ -196,8 +218,15 @@ def _schedule_check(step: Step, deferred_until: datetime | None) -> None:
         # Seam said when it starts loading the code: look then, not every few minutes for weeks.
         step.next_at = deferred_until + timedelta(seconds=cfg.poll_initial)
         return
-    step.later(backoff(s.checks - 1, base=cfg.poll_initial, cap=cfg.poll_max,
-                       factor=cfg.poll_factor, jitter=cfg.poll_jitter))
+    step.later(
+        backoff(
+            s.checks - 1,
+            base=cfg.poll_initial,
+            cap=cfg.poll_max,
+            factor=cfg.poll_factor,
+            jitter=cfg.poll_jitter,
+        )
+    )
 
 
 def _transient(step: Step, exc: SeamTransientError) -> None:
@@ -206,9 +235,17 @@ def _transient(step: Step, exc: SeamTransientError) -> None:
     delay = backoff(s.transient_failures - 1, base=1.0, cap=cfg.transient_backoff_max)
     if isinstance(exc, SeamRateLimited) and exc.retry_after is not None:
         delay = max(delay, exc.retry_after)
-    step.emit("warning", "seam.request_failed", route=exc.route, status=exc.status,
-              error_type=exc.error_type, seam_request_id=exc.request_id, error=exc.message,
-              retry_in_s=round(delay, 3), transient_failures=s.transient_failures)
+    step.emit(
+        "warning",
+        "seam.request_failed",
+        route=exc.route,
+        status=exc.status,
+        error_type=exc.error_type,
+        seam_request_id=exc.request_id,
+        error=exc.message,
+        retry_in_s=round(delay, 3),
+        transient_failures=s.transient_failures,
+    )
     step.later(delay)
 
 
@@ -251,14 +288,19 @@ async def _finish(step: Step, expected_seq: int) -> None:
     if not await step.deps.store.commit(s, expected_seq=expected_seq):
         get_logger(booking_id=s.booking_id).info("step.superseded", job_id=step.job.job_id)
         return
-    log = get_logger(booking_id=s.booking_id, device_id=s.stay.device_id,
-                     job_id=step.job.job_id, job_try=step.job.job_try)
+    log = get_logger(
+        booking_id=s.booking_id,
+        device_id=s.stay.device_id,
+        job_id=step.job.job_id,
+        job_try=step.job.job_try,
+    )
     for level, event, fields in step.events:
         fields.setdefault("elapsed_s", _elapsed(s, step.now))
         getattr(log, level)(event, **fields)
     if not s.state.is_final:
-        await enqueue_step(step.deps.redis, s.booking_id, s.seq,
-                           delay=_until(s.next_check_at, step.now))
+        await enqueue_step(
+            step.deps.redis, s.booking_id, s.seq, delay=_until(s.next_check_at, step.now)
+        )
 
 
 def _check_deadline(step: Step, due: datetime) -> None:
@@ -268,8 +310,11 @@ def _check_deadline(step: Step, due: datetime) -> None:
             step.next_at = due  # look once more exactly at the deadline
         return
     problems = ", ".join(sorted(s.errors) + sorted(s.warnings)) or "none reported"
-    step.fail("not_scheduled_in_time",
-              f"the code was not scheduled on the lock by {due.isoformat()} (Seam errors/warnings: {problems})")
+    step.fail(
+        "not_scheduled_in_time",
+        f"the code was not scheduled on the lock by {due.isoformat()} "
+        f"(Seam errors/warnings: {problems})",
+    )
 
 
 def _check_at_risk(step: Step, margin: float) -> None:
@@ -281,6 +326,11 @@ def _check_at_risk(step: Step, margin: float) -> None:
     if s.at_risk_logged or starts is None or step.now < starts - timedelta(seconds=margin):
         return
     s.at_risk_logged = True
-    step.emit("warning", "provisioning.at_risk", access_code_id=s.access_code_id,
-              starts_at=starts.isoformat(), errors=sorted(s.errors) or None,
-              message="guest arrival is near and the code is not yet on the lock")
+    step.emit(
+        "warning",
+        "provisioning.at_risk",
+        access_code_id=s.access_code_id,
+        starts_at=starts.isoformat(),
+        errors=sorted(s.errors) or None,
+        message="guest arrival is near and the code is not yet on the lock",
+    )

@@ -115,11 +115,13 @@ class StayStore:
                 raw = await pipe.get(key)
                 if raw is None or _load(raw, state.booking_id).seq != expected_seq:
                     return False
-                pipe.multi()
+                pipe.multi()  # type: ignore[no-untyped-call]
                 pipe.set(key, _dump(state), exat=_expiry(state))
                 self._index(pipe, state)
                 if state.state.is_final:
-                    pipe.xadd(self.results_key, _result(state), maxlen=self._maxlen, approximate=True)
+                    pipe.xadd(
+                        self.results_key, _result(state), maxlen=self._maxlen, approximate=True
+                    )
                 await pipe.execute()
             except WatchError:
                 return False
@@ -141,7 +143,9 @@ def _load(raw: bytes | str, booking_id: str) -> StayState:
     try:
         return StayState.model_validate_json(raw)
     except ValidationError as exc:
-        raise InvalidInput(f"stored state of booking {booking_id!r} is invalid: {describe(exc)}") from None
+        raise InvalidInput(
+            f"stored state of booking {booking_id!r} is invalid: {describe(exc)}"
+        ) from None
 
 
 def _expiry(state: StayState) -> int | None:
@@ -150,9 +154,9 @@ def _expiry(state: StayState) -> int | None:
     return int((state.stay.ends_at + RETENTION_AFTER_END).timestamp())
 
 
-def _result(state: StayState) -> dict[str, str]:
+def _result(state: StayState) -> dict[Any, Any]:
     """One results-stream entry. The PIN is included only once the code is scheduled."""
-    entry = {
+    entry: dict[Any, Any] = {
         "booking_id": state.stay.booking_id,
         "device_id": state.stay.device_id,
         "state": state.state.value,

@@ -38,18 +38,24 @@ def current(code: AccessCode, now: datetime) -> dict[str, dict[str, tuple[str, d
     return {
         "error": {e.error_code: (e.message, e.created_at or now) for e in code.errors},
         "warning": {w.warning_code: (w.message, w.created_at or now) for w in code.warnings},
-        "mutation": {m.mutation_code: (m.message, m.created_at or now) for m in code.pending_mutations},
+        "mutation": {
+            m.mutation_code: (m.message, m.created_at or now) for m in code.pending_mutations
+        },
     }
 
 
-def diff(kind: str, before: Snapshot, now_seen: dict[str, tuple[str, datetime]]) -> list[Transition]:
+def diff(
+    kind: str, before: Snapshot, now_seen: dict[str, tuple[str, datetime]]
+) -> list[Transition]:
     added = [
         Transition(kind, c, True, message=msg)
-        for c, (msg, _) in sorted(now_seen.items()) if c not in before
+        for c, (msg, _) in sorted(now_seen.items())
+        if c not in before
     ]
     cleared = [
         Transition(kind, c, False, since=since)
-        for c, since in sorted(before.items()) if c not in now_seen
+        for c, since in sorted(before.items())
+        if c not in now_seen
     ]
     return added + cleared
 

@@ -103,7 +103,9 @@ class AccessCode:
 
     def _pending(self, now: float, tl: Timeline) -> list[dict[str, Any]]:
         pending: list[dict[str, Any]] = []
-        if now < self.program_from:
+        if self.deleted_at is not None:
+            pass  # a code being deleted is no longer waiting to be created
+        elif now < self.program_from:
             entry = _mutation("deferring_creation", tl.iso(self.created))
             pending.append(entry | {"scheduled_at": tl.iso(self.program_from)})
         elif not self.scheduled(now):

@@ -90,8 +90,8 @@ def _action_attempt(state: SandboxState, action_type: str) -> dict[str, Any]:
     return {
         "action_attempt_id": state.new_id(),
         "action_type": action_type,
-        "status": "success",
-        "result": {},
+        "status": "pending",
+        "result": None,
         "error": None,
     }
 

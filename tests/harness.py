@@ -19,9 +19,16 @@ from worker.runtime import make_worker
 from worker.settings import Settings
 
 FAST = dict(
-    poll_initial=0.05, poll_max=0.2, poll_jitter=0.0, rate_per_second=1000, rate_burst=100,
-    device_creates_per_minute=60_000, device_updates_per_minute=60_000,
-    device_deletes_per_minute=60_000, transient_backoff_max=0.2, schedule_deadline=3600,
+    poll_initial=0.05,
+    poll_max=0.2,
+    poll_jitter=0.0,
+    rate_per_second=1000,
+    rate_burst=100,
+    device_creates_per_minute=60_000,
+    device_updates_per_minute=60_000,
+    device_deletes_per_minute=60_000,
+    transient_backoff_max=0.2,
+    schedule_deadline=3600,
 )
 
 
@@ -42,8 +49,10 @@ class Rig:
     async def __aenter__(self) -> Rig:
         self.sandbox = Sandbox(self.scenario, seed=self.seed, clock=SandboxClock(speed=1.0))
         self.settings = Settings(
-            redis_url=self.redis_url, seam_api_key=self.sandbox.api_key,
-            seam_endpoint="http://sandbox", **{**FAST, **self.overrides},
+            redis_url=self.redis_url,
+            seam_api_key=self.sandbox.api_key,
+            seam_endpoint="http://sandbox",
+            **{**FAST, **self.overrides},
         )
         self.pool = await connect(self.settings)
         return self
@@ -62,11 +71,23 @@ class Rig:
     def transport(self) -> httpx.AsyncBaseTransport:
         return httpx.ASGITransport(app=self.sandbox.app)
 
-    def stay(self, booking_id: str, device: int = 0, *, days_ahead: float = 1,
-             nights: float = 2, **extra: Any) -> dict[str, Any]:
+    def stay(
+        self,
+        booking_id: str,
+        device: int = 0,
+        *,
+        days_ahead: float = 1,
+        nights: float = 2,
+        **extra: Any,
+    ) -> dict[str, Any]:
         starts = self.now + timedelta(days=days_ahead)
-        return {"booking_id": booking_id, "device_id": self.devices[device],
-                "starts_at": iso(starts), "ends_at": iso(starts + timedelta(days=nights)), **extra}
+        return {
+            "booking_id": booking_id,
+            "device_id": self.devices[device],
+            "starts_at": iso(starts),
+            "ends_at": iso(starts + timedelta(days=nights)),
+            **extra,
+        }
 
     async def enqueue(self, stay: dict[str, Any]) -> EnqueueResult:
         return await enqueue_stay(self.pool, stay, now=self.now)
@@ -99,9 +120,14 @@ class Rig:
             await w.close()
 
     def _worker(self, *, burst: bool) -> Any:
-        return make_worker(self.settings, burst=burst, poll_delay=0.01,
-                           seam_transport=self.transport(), clock=self.sandbox.clock.now,
-                           handle_signals=False)
+        return make_worker(
+            self.settings,
+            burst=burst,
+            poll_delay=0.01,
+            seam_transport=self.transport(),
+            clock=self.sandbox.clock.now,
+            handle_signals=False,
+        )
 
     async def make_due(self) -> int:
         """Pretend arq's wall clock caught up: every queued job becomes due now."""

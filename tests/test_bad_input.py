@@ -62,8 +62,13 @@ async def test_wrong_job_arguments_fail_the_stay(redis: Redis, redis_url: str) -
     """A well-formed job with wrongly typed arguments fails its stay with a reason."""
     async with Rig(redis_url, one_lock()) as rig:
         await rig.enqueue(rig.stay("B1"))
-        job = {"t": 1, "f": "advance_stay", "a": [], "k": {"booking_id": "B1", "seq": "zero"},
-               "et": 0}
+        job = {
+            "t": 1,
+            "f": "advance_stay",
+            "a": [],
+            "k": {"booking_id": "B1", "seq": "zero"},
+            "et": 0,
+        }
         await rig.pool.set("arq:job:codeprov:B1:0", json.dumps(job))
         await rig.run()
         state = await rig.state("B1")
@@ -85,8 +90,11 @@ async def test_corrupt_state_record_does_not_kill_the_worker(redis: Redis, redis
     [
         (b"<html>gateway</html>", "text/html", "not a JSON object"),
         (b'{"ok": true}', "application/json", "lacks the object 'access_code'"),
-        (b'{"access_code": {"code": "1234"}, "ok": true}', "application/json",
-         "access_code_id: Field required"),
+        (
+            b'{"access_code": {"code": "1234"}, "ok": true}',
+            "application/json",
+            "access_code_id: Field required",
+        ),
     ],
 )
 async def test_unusable_seam_answers_are_protocol_errors(
@@ -98,8 +106,9 @@ async def test_unusable_seam_answers_are_protocol_errors(
         return httpx.Response(200, content=body, headers={"content-type": content_type})
 
     limiter = Limiter(redis, Budgets(Rate(1000, 1, 100), {}))
-    client = SeamClient("http://seam", "key", limiter=limiter,
-                        transport=httpx.MockTransport(answer))
+    client = SeamClient(
+        "http://seam", "key", limiter=limiter, transport=httpx.MockTransport(answer)
+    )
     with pytest.raises(SeamProtocolError, match=expected) as info:
         await client.get_access_code("ac1")
     assert info.value.retryable
@@ -108,15 +117,24 @@ async def test_unusable_seam_answers_are_protocol_errors(
 
 def run_cli(redis_url: str, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, "REDIS_URL": redis_url}
-    return subprocess.run([sys.executable, "-m", "worker.cli", *args], input=stdin,
-                          capture_output=True, env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        input=stdin,
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
 
 
 async def test_enqueue_file_mixed_lines(redis: Redis, redis_url: str) -> None:
     """Valid lines are enqueued, each bad line says why, and the exit status is 1."""
     later = datetime.now(UTC) + timedelta(days=2)
-    good = {"booking_id": "G1", "device_id": "lock-1", "starts_at": later.isoformat(),
-            "ends_at": (later + timedelta(days=1)).isoformat()}
+    good = {
+        "booking_id": "G1",
+        "device_id": "lock-1",
+        "starts_at": later.isoformat(),
+        "ends_at": (later + timedelta(days=1)).isoformat(),
+    }
     lines = [
         json.dumps(good).encode(),
         b"{not json",
@@ -143,8 +161,11 @@ async def test_enqueue_flags_and_duplicate(redis: Redis, redis_url: str) -> None
     args = ("enqueue", "--booking-id", "B9", "--device-id", "lock-1")
     first, second = run_cli(redis_url, *args), run_cli(redis_url, *args)
     assert json.loads(first.stdout)["result"] == "enqueued"
-    assert json.loads(second.stdout) == {"booking_id": "B9", "job_id": "codeprov:B9:0",
-                                         "result": "duplicate"}
+    assert json.loads(second.stdout) == {
+        "booking_id": "B9",
+        "job_id": "codeprov:B9:0",
+        "result": "duplicate",
+    }
     assert second.returncode == 0
 
 
@@ -158,7 +179,11 @@ async def test_status_unknown_booking_exits_1(redis: Redis, redis_url: str) -> N
 async def test_bad_configuration_is_named(redis_url: str) -> None:
     """A bad environment value names the variable and exits 2."""
     env = {**os.environ, "REDIS_URL": "http://nope", "SEAM_API_KEY": "k"}
-    proc = subprocess.run([sys.executable, "-m", "worker.cli", "worker", "--burst"],
-                          capture_output=True, env=env, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "worker", "--burst"],
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert b"REDIS_URL must start with redis://" in proc.stderr

@@ -11,10 +11,16 @@ from worker.limiter import Budgets, Limiter, Operation, Rate
 pytestmark = pytest.mark.anyio
 
 
-def limiter(redis: Redis, per_second: float = 10, burst: int = 1, max_sleep: float = 0.0,
-            creates_per_minute: float = 10) -> Limiter:
-    budgets = Budgets(Rate(per_second, 1.0, burst),
-                      {Operation.CREATE: Rate(creates_per_minute, 60.0)})
+def limiter(
+    redis: Redis,
+    per_second: float = 10,
+    burst: int = 1,
+    max_sleep: float = 0.0,
+    creates_per_minute: float = 10,
+) -> Limiter:
+    budgets = Budgets(
+        Rate(per_second, 1.0, burst), {Operation.CREATE: Rate(creates_per_minute, 60.0)}
+    )
     return Limiter(redis, budgets, max_sleep=max_sleep)
 
 

@@ -14,8 +14,10 @@ NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
 
 def stay(**over: object) -> dict[str, object]:
     base: dict[str, object] = {
-        "booking_id": "B1", "device_id": "august_device_1",
-        "starts_at": "2026-12-01T15:00:00Z", "ends_at": "2026-12-04T11:00:00+00:00",
+        "booking_id": "B1",
+        "device_id": "august_device_1",
+        "starts_at": "2026-12-01T15:00:00Z",
+        "ends_at": "2026-12-04T11:00:00+00:00",
     }
     base.update(over)
     return {k: v for k, v in base.items() if v is not None}

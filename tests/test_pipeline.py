@@ -57,8 +57,16 @@ async def test_status_contract_shape(redis: Redis, redis_url: str) -> None:
     async with Rig(redis_url, devices(lock(1))) as rig:
         await rig.enqueue(rig.stay("B1"))
         public = (await rig.state("B1")).public()
-        assert set(public) == {"booking_id", "device_id", "state", "access_code_id", "errors",
-                               "warnings", "failure", "updated_at"}
+        assert set(public) == {
+            "booking_id",
+            "device_id",
+            "state",
+            "access_code_id",
+            "errors",
+            "warnings",
+            "failure",
+            "updated_at",
+        }
         assert public["state"] == "queued"
 
 
@@ -123,12 +131,21 @@ async def test_rerun_after_crash_adopts_existing_code(redis: Redis, redis_url: s
         state = await rig.state("B1")
         state.create_sent, state.state = True, Phase.PROVISIONING  # the intent was recorded
         assert await store.commit(state, expected_seq=0)
-        async with httpx.AsyncClient(transport=rig.transport(), base_url="http://sandbox",
-                                     headers={"Authorization": f"Bearer {rig.sandbox.api_key}"}
-                                     ) as http:
-            answer = await http.post("/access_codes/create", json={
-                "device_id": "lock-1", "code": "482913", "name": "Stay B1",
-                "starts_at": stay["starts_at"], "ends_at": stay["ends_at"]})
+        async with httpx.AsyncClient(
+            transport=rig.transport(),
+            base_url="http://sandbox",
+            headers={"Authorization": f"Bearer {rig.sandbox.api_key}"},
+        ) as http:
+            answer = await http.post(
+                "/access_codes/create",
+                json={
+                    "device_id": "lock-1",
+                    "code": "482913",
+                    "name": "Stay B1",
+                    "starts_at": stay["starts_at"],
+                    "ends_at": stay["ends_at"],
+                },
+            )
             assert answer.status_code == 200
         created_id = answer.json()["access_code"]["access_code_id"]
         await rig.run()
@@ -171,7 +188,8 @@ async def test_terminal_error_fails_stay(redis: Redis, redis_url: str) -> None:
         assert state.failure.reason == "no_space_for_access_code_on_device"
         added = [e for e in logs if e["event"] == "access_code.error.added"]
         assert [(e["error_code"], e["log_level"]) for e in added] == [
-            ("no_space_for_access_code_on_device", "error")]
+            ("no_space_for_access_code_on_device", "error")
+        ]
 
 
 async def test_transient_error_then_scheduled(redis: Redis, redis_url: str) -> None:
@@ -182,7 +200,12 @@ async def test_transient_error_then_scheduled(redis: Redis, redis_url: str) -> N
         with capture_logs() as logs:
             await rig.run(workers=2)
         assert (await rig.state("B1")).state is Phase.SCHEDULED
-        events = [(e["event"], e.get("error_code")) for e in logs
-                  if e["event"].startswith("access_code.error")]
-        assert events == [("access_code.error.added", "failed_to_set_on_device"),
-                          ("access_code.error.cleared", "failed_to_set_on_device")]
+        events = [
+            (e["event"], e.get("error_code"))
+            for e in logs
+            if e["event"].startswith("access_code.error")
+        ]
+        assert events == [
+            ("access_code.error.added", "failed_to_set_on_device"),
+            ("access_code.error.cleared", "failed_to_set_on_device"),
+        ]

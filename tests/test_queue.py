@@ -50,3 +50,8 @@ def test_oversized_payload_is_rejected() -> None:
 def test_job_ids_are_deterministic() -> None:
     """A stay's step has one job id, whoever enqueues it."""
     assert job_id("B-7", 3) == "codeprov:B-7:3"
+
+
+def test_deeply_nested_payload_is_rejected() -> None:
+    """JSON nested deep enough to exhaust the parser is rejected, not raised."""
+    assert "nested too deeply" in deserialize(b"[" * 60_000)["k"]["reason"]

@@ -67,8 +67,9 @@ async def test_rerun_of_a_finished_check_logs_nothing(redis: Redis, redis_url: s
 
         await rig.run_until(offline_seen)
         seq = (await rig.state("B1")).seq
-        deps = build_deps(rig.settings, rig.pool, seam_transport=rig.transport(),
-                          clock=rig.sandbox.clock.now)
+        deps = build_deps(
+            rig.settings, rig.pool, seam_transport=rig.transport(), clock=rig.sandbox.clock.now
+        )
         with capture_logs() as logs:
             await advance_stay(deps, "B1", seq - 1, JobInfo("codeprov:B1:x", 2))
         await deps.seam.aclose()

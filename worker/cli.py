@@ -28,8 +28,12 @@ def load_settings() -> Settings:
 def _configure_logging(settings: Settings) -> None:
     from worker.logs import configure
 
-    configure(fmt=settings.log_format, level=settings.log_level,
-              secrets=[settings.seam_api_key.get_secret_value()], show_pins=settings.log_pins)
+    configure(
+        fmt=settings.log_format,
+        level=settings.log_level,
+        secrets=[settings.seam_api_key.get_secret_value()],
+        show_pins=settings.log_pins,
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,17 +42,18 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--burst", is_flag=True, help="Exit once the queue, deferred checks included, is empty.")
+@click.option(
+    "--burst", is_flag=True, help="Exit once the queue, deferred checks included, is empty."
+)
 def worker(burst: bool) -> None:
     """Run a worker (configuration from the environment, see README)."""
-    from worker.runtime import make_worker
+    from worker.runtime import run_worker
 
     settings = load_settings()
     if not settings.seam_api_key.get_secret_value():
         raise click.UsageError("SEAM_API_KEY is not set: the worker needs a Seam API key")
     _configure_logging(settings)
-    asyncio.set_event_loop(asyncio.new_event_loop())
-    make_worker(settings, burst=burst).run()
+    run_worker(settings, burst=burst)
 
 
 @main.command()
@@ -58,8 +63,14 @@ def worker(burst: bool) -> None:
 @click.option("--ends-at")
 @click.option("--name")
 @click.option("--file", "file", type=click.File("rb"), help="JSON Lines of stays ('-' = stdin).")
-def enqueue(booking_id: str | None, device_id: str | None, starts_at: str | None,
-            ends_at: str | None, name: str | None, file: IO[bytes] | None) -> None:
+def enqueue(
+    booking_id: str | None,
+    device_id: str | None,
+    starts_at: str | None,
+    ends_at: str | None,
+    name: str | None,
+    file: IO[bytes] | None,
+) -> None:
     """Enqueue stays; prints one JSON result per stay; exit 1 if any was invalid."""
     from jobs.enqueue import EnqueueResult, enqueue_stays
 
@@ -71,8 +82,13 @@ def enqueue(booking_id: str | None, device_id: str | None, starts_at: str | None
     if file is not None:
         parsed = list(_read_lines(file))
     else:
-        stay = {"booking_id": booking_id, "device_id": device_id, "starts_at": starts_at,
-                "ends_at": ends_at, "name": name}
+        stay = {
+            "booking_id": booking_id,
+            "device_id": device_id,
+            "starts_at": starts_at,
+            "ends_at": ends_at,
+            "name": name,
+        }
         parsed = [{k: v for k, v in stay.items() if v is not None}]
     good = [p for p in parsed if not isinstance(p, EnqueueResult)]
     results = iter(asyncio.run(enqueue_stays(good, settings=settings)) if good else [])
@@ -115,8 +131,11 @@ def status(booking_id: str, as_json: bool) -> None:
     settings = load_settings()
     found = asyncio.run(read_status(settings, booking_id))
     if found is None:
-        click.echo(f"codeprov: no stay with booking_id {booking_id!r} in this Redis "
-                   f"(check REDIS_URL and CODEPROV_KEY_PREFIX)", err=True)
+        click.echo(
+            f"codeprov: no stay with booking_id {booking_id!r} in this Redis "
+            f"(check REDIS_URL and CODEPROV_KEY_PREFIX)",
+            err=True,
+        )
         sys.exit(1)
     if as_json:
         click.echo(json.dumps(found))
@@ -139,8 +158,12 @@ def demo(stays: int, workers: int) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8787, show_default=True, type=int)
-@click.option("--scenario", default="default", show_default=True,
-              help="A scenario file (YAML/JSON) or the name of a bundled one.")
+@click.option(
+    "--scenario",
+    default="default",
+    show_default=True,
+    help="A scenario file (YAML/JSON) or the name of a bundled one.",
+)
 @click.option("--seed", default=0, show_default=True, type=int)
 def sandbox(host: str, port: int, scenario: str, seed: int) -> None:
     """Serve the Seam sandbox on HOST:PORT; prints its endpoint, API key and device ids."""
@@ -152,6 +175,57 @@ def sandbox(host: str, port: int, scenario: str, seed: int) -> None:
     except (OSError, ValueError) as exc:
         raise click.BadParameter(str(exc), param_hint="--scenario") from None
     serve(host, port, loaded, seed)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (the stats contract).")
+def stats(as_json: bool) -> None:
+    """Show jobs due now, deferred and in progress, stays per state, and live workers."""
+    from redis.exceptions import RedisError
+
+    from worker.settings import mask_url
+    from worker.stats import read_stats, render_table
+
+    settings = load_settings()
+    try:
+        found = asyncio.run(read_stats(settings))
+    except (RedisError, OSError) as exc:
+        click.echo(f"codeprov: cannot read Redis at {mask_url(settings.redis_url)}: {exc}",
+                   err=True)
+        sys.exit(1)
+    click.echo(json.dumps(found.as_dict()) if as_json else render_table(found))
+
+
+@main.command()
+@click.option("--max-age", type=float, default=None,
+              help="Oldest acceptable heartbeat, in seconds [default: 3 x the beat interval].")
+def health(max_age: float | None) -> None:
+    """Exit 0 if this container's worker beat recently (its heartbeat file), else 1."""
+    from worker.health import MISSED_BEATS, check, heartbeat_file, heartbeat_interval
+
+    try:
+        limit = max_age if max_age is not None else MISSED_BEATS * heartbeat_interval()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    problem = check(heartbeat_file(), limit)
+    if problem:
+        click.echo(f"codeprov: unhealthy: {problem}", err=True)
+        sys.exit(1)
+    click.echo("ok")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9100, show_default=True, type=int)
+@click.option("--stays-every", default=60.0, show_default=True, type=float,
+              help="Seconds between recounts of stays per state (a scan of every stay record).")
+def metrics(host: str, port: int, stays_every: float) -> None:
+    """Serve /metrics (Prometheus) and /due (JSON, for KEDA's metrics-api scaler)."""
+    from worker.stats import serve_metrics
+
+    settings = load_settings()
+    _configure_logging(settings)
+    asyncio.run(serve_metrics(settings, host, port, stays_every))
 
 
 if __name__ == "__main__":

@@ -36,11 +36,17 @@ def demo_scenario(locks: int = 8) -> Scenario:
         3: [Fault(kind="failed_to_set_on_device", start=0, duration=4)],
         4: [Fault(kind="no_space_for_access_code_on_device", start=0, count=1)],
     }
-    return Scenario(devices=[
-        DeviceSpec(id=f"demo_lock_{i}", name=f"Front door, unit {i}",
-                   latency=Latency.lognormal(median=2.0, sigma=0.4), faults=faults.get(i, []))
-        for i in range(1, locks + 1)
-    ])
+    return Scenario(
+        devices=[
+            DeviceSpec(
+                id=f"demo_lock_{i}",
+                name=f"Front door, unit {i}",
+                latency=Latency.lognormal(median=2.0, sigma=0.4),
+                faults=faults.get(i, []),
+            )
+            for i in range(1, locks + 1)
+        ]
+    )
 
 
 def run_demo(stays: int = 36, workers: int = 3) -> int:
@@ -66,16 +72,25 @@ async def _demo(stays: int, workers: int) -> int:
 async def _run(url: str, n_stays: int, n_workers: int, private: bool) -> int:
     sandbox = Sandbox(demo_scenario(), seed=7, clock=SandboxClock(speed=1.0))
     settings = Settings(
-        redis_url=url, seam_api_key=sandbox.api_key, seam_endpoint="http://sandbox.local",
-        key_prefix=PREFIX, queue_name=f"{PREFIX}:queue", rate_per_second=25, rate_burst=5,
-        poll_initial=1.0, poll_max=3.0, max_jobs=10,
+        redis_url=url,
+        seam_api_key=sandbox.api_key,
+        seam_endpoint="http://sandbox.local",
+        key_prefix=PREFIX,
+        queue_name=f"{PREFIX}:queue",
+        rate_per_second=25,
+        rate_burst=5,
+        poll_initial=1.0,
+        poll_max=3.0,
+        max_jobs=10,
     )
     log_path = Path(tempfile.gettempdir()) / "codeprov-demo.log"
     with log_path.open("w") as log_file:
         configure(fmt="json", level="info", secrets=[sandbox.api_key], stream=log_file)
         where = "a private redis-server" if private else url
-        print(f"codeprov demo: {n_stays} stays on {len(sandbox.device_ids)} locks, "
-              f"{n_workers} workers, Redis: {where}, Seam: the sandbox (in-process)")
+        print(
+            f"codeprov demo: {n_stays} stays on {len(sandbox.device_ids)} locks, "
+            f"{n_workers} workers, Redis: {where}, Seam: the sandbox (in-process)"
+        )
         pool = await connect(settings)
         try:
             await _clear(pool)
@@ -100,8 +115,12 @@ async def _enqueue(pool: Any, sandbox: Sandbox, n: int) -> list[str]:
     for i in range(n):
         lock = sandbox.device_ids[i % len(sandbox.device_ids)]
         starts = now + timedelta(hours=2 + i)
-        stay = {"booking_id": f"demo-{i + 1:03}", "device_id": lock,
-                "starts_at": starts.isoformat(), "ends_at": (starts + timedelta(days=2)).isoformat()}
+        stay = {
+            "booking_id": f"demo-{i + 1:03}",
+            "device_id": lock,
+            "starts_at": starts.isoformat(),
+            "ends_at": (starts + timedelta(days=2)).isoformat(),
+        }
         result = await enqueue_stay(pool, stay, prefix=PREFIX, now=now)
         ids.append(stay["booking_id"])
         assert result.result == "enqueued", result
@@ -109,8 +128,16 @@ async def _enqueue(pool: Any, sandbox: Sandbox, n: int) -> list[str]:
 
 
 async def _work(settings: Settings, sandbox: Sandbox, pool: Any, ids: list[str], n: int) -> bool:
-    ws = [make_worker(settings, poll_delay=0.05, handle_signals=False, clock=sandbox.clock.now,
-                      seam_transport=httpx.ASGITransport(app=sandbox.app)) for _ in range(n)]
+    ws = [
+        make_worker(
+            settings,
+            poll_delay=0.05,
+            handle_signals=False,
+            clock=sandbox.clock.now,
+            seam_transport=httpx.ASGITransport(app=sandbox.app),
+        )
+        for _ in range(n)
+    ]
     tasks = [asyncio.create_task(w.async_run()) for w in ws]
     store, start, done = StayStore(pool, PREFIX), time.monotonic(), False
     try:
@@ -146,8 +173,10 @@ def _table(states: list[StayState]) -> None:
     for s in states:
         reason = s.failure.reason if s.failure else ""
         pin = mask_pin(s.code) if s.state.value == "scheduled" else ""
-        print(f"{s.booking_id:10} {s.stay.device_id:12} {s.state.value:19} {pin or '':8} "
-              f"{s.checks:>6}  {reason}")
+        print(
+            f"{s.booking_id:10} {s.stay.device_id:12} {s.state.value:19} {pin or '':8} "
+            f"{s.checks:>6}  {reason}"
+        )
     counts = Counter(s.state.value for s in states)
     print("\n" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
 

@@ -12,6 +12,7 @@ itself and frees its worker slot.
 from __future__ import annotations
 
 import enum
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,12 +22,16 @@ from redis.asyncio import Redis
 
 from worker.errors import RateLimitWait
 
-# KEYS: bucket keys, then penalty keys. ARGV: per bucket (interval_ms, tolerance_ms).
+# KEYS: bucket keys, then penalty keys. ARGV: bucket count, per bucket (interval_ms,
+# tolerance_ms), then optionally now_ms (tests); else Redis server time, one clock for all.
 # Returns 0 when every bucket granted a token (and all were spent), else the wait in ms.
 _GCRA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local nb = tonumber(ARGV[1])
+local now = tonumber(ARGV[2 * nb + 2])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local wait = 0
 for i = nb + 1, #KEYS do
   local ttl = redis.call('PTTL', KEYS[i])
@@ -68,7 +73,8 @@ class Rate:
 
     @property
     def interval_ms(self) -> int:
-        return max(1, round(self.per / self.count * 1000))
+        # Rounded up: 3/s must be 334 ms apart, or a fourth request fits into one second.
+        return max(1, math.ceil(self.per / self.count * 1000))
 
     @property
     def tolerance_ms(self) -> int:
@@ -93,7 +99,9 @@ class Limiter:
         prefix: str = "codeprov",
         max_sleep: float = 2.0,
         sleep: Sleep = anyio.sleep,
+        now_ms: Callable[[], int] | None = None,
     ) -> None:
+        self._now_ms = now_ms
         self._redis = redis
         self._budgets = budgets
         self._prefix = prefix
@@ -112,6 +120,8 @@ class Limiter:
         args: list[int] = [len(buckets)]
         for _, r in buckets:
             args += [r.interval_ms, r.tolerance_ms]
+        if self._now_ms is not None:
+            args.append(self._now_ms())
         keys = [k for k, _ in buckets] + penalties
         wait_ms = int(await self._script(keys=keys, args=args))
         return wait_ms / 1000

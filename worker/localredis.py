@@ -49,9 +49,21 @@ class LocalRedis:
 
     def start(self) -> LocalRedis:
         args = [
-            redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", self.directory, "--save", "", "--protected-mode", "yes",
-            "--appendonly", "yes" if self.appendonly else "no", "--loglevel", "warning",
+            redis_server_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            self.directory,
+            "--save",
+            "",
+            "--protected-mode",
+            "yes",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--loglevel",
+            "warning",
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._wait_ready()
@@ -95,7 +107,9 @@ def redis_answers(url: str) -> bool:
 
     parts = urlsplit(url)
     try:
-        with socket.create_connection((parts.hostname or "localhost", parts.port or 6379), 0.3) as s:
+        with socket.create_connection(
+            (parts.hostname or "localhost", parts.port or 6379), 0.3
+        ) as s:
             s.sendall(b"PING\r\n")
             return s.recv(64).startswith((b"+PONG", b"-NOAUTH", b"-ERR"))
     except OSError:

@@ -47,8 +47,12 @@ class Redactor:
 
 
 def configure(
-    *, fmt: str = "auto", level: str = "info", secrets: list[str] | None = None,
-    show_pins: bool = False, stream: Any = None,
+    *,
+    fmt: str = "auto",
+    level: str = "info",
+    secrets: list[str] | None = None,
+    show_pins: bool = False,
+    stream: Any = None,
 ) -> None:
     stream = stream or sys.stdout
     console = fmt == "console" or (fmt == "auto" and stream.isatty())
@@ -61,12 +65,16 @@ def configure(
         redactor,
     ]
     renderer: Processor = (
-        structlog.dev.ConsoleRenderer(colors=False) if console
+        structlog.dev.ConsoleRenderer(colors=False)
+        if console
         else structlog.processors.JSONRenderer(sort_keys=False)
     )
     structlog.configure(
-        processors=[structlog.stdlib.filter_by_level, *shared,
-                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,

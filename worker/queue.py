@@ -22,6 +22,7 @@ from worker.settings import Settings
 
 REJECT_FUNCTION = "reject_job"
 STEP_FUNCTION = "advance_stay"
+RECONCILE_FUNCTION = "reconcile_stays"
 MAX_JOB_BYTES = 64 * 1024
 
 
@@ -48,13 +49,17 @@ def deserialize(raw: bytes) -> dict[str, Any]:
         data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         return _reject("job payload is not UTF-8 (a pickle or other binary data?)")
-    except ValueError as exc:
+    except RecursionError:
+        return _reject("job payload is nested too deeply")
+    except json.JSONDecodeError as exc:
         return _reject(f"job payload is not JSON: {exc.msg} at position {exc.pos}")
     if not isinstance(data, dict) or not {"f", "a", "k", "t", "et"} <= data.keys():
         return _reject("job payload lacks arq's fields f, a, k, t, et")
     if isinstance(data.get("r"), dict) or "s" in data:
         return data  # a result record, read by arq's Job.result(): pass through
-    if data["f"] not in (STEP_FUNCTION, REJECT_FUNCTION) or not isinstance(data["k"], dict):
+    if data["f"] not in (STEP_FUNCTION, REJECT_FUNCTION, RECONCILE_FUNCTION) or not isinstance(
+        data["k"], dict
+    ):
         return _reject(f"unknown job function {str(data['f'])[:80]!r}")
     return data
 

@@ -7,23 +7,37 @@ chain; a bad job never raises out of here, so it never kills a worker or blocks 
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
 from arq import Retry
 from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix
+from arq.cron import cron
 from arq.worker import Worker, func
+from redis.exceptions import RedisError
 
 from jobs.pipeline import JobInfo, advance_stay
+from jobs.reconcile import reconcile
 from jobs.state import Failure, Phase, StayStore
 from worker.deps import Clock, Deps, utcnow
 from worker.errors import InvalidInput
+from worker.health import start_heartbeat, touch
 from worker.limiter import Budgets, Limiter, Operation, Rate, backoff
 from worker.logs import get_logger
-from worker.queue import REJECT_FUNCTION, STEP_FUNCTION, deserialize, redis_settings, serialize
+from worker.queue import (
+    RECONCILE_FUNCTION,
+    REJECT_FUNCTION,
+    STEP_FUNCTION,
+    deserialize,
+    redis_settings,
+    serialize,
+)
 from worker.settings import Settings, mask_url
 
 _JOB_ID = re.compile(r"^codeprov:(?P<booking_id>.+):(?P<seq>\d+)$")
@@ -51,13 +65,20 @@ def build_deps(
     """The one place that wires settings into a Redis pool, a limiter and a Seam client."""
     from worker.seam import SeamClient
 
-    limiter = Limiter(redis, budgets(settings), prefix=settings.key_prefix,
-                      max_sleep=settings.rate_max_sleep)
-    seam = SeamClient(settings.seam_endpoint, settings.seam_api_key.get_secret_value(),
-                      limiter=limiter, timeout=settings.http_timeout, transport=seam_transport)
+    limiter = Limiter(
+        redis, budgets(settings), prefix=settings.key_prefix, max_sleep=settings.rate_max_sleep
+    )
+    seam = SeamClient(
+        settings.seam_endpoint,
+        settings.seam_api_key.get_secret_value(),
+        limiter=limiter,
+        timeout=settings.http_timeout,
+        transport=seam_transport,
+    )
     store = StayStore(redis, settings.key_prefix, settings.results_maxlen)
-    return Deps(settings=settings, redis=redis, store=store, seam=seam, limiter=limiter,
-                clock=clock)
+    return Deps(
+        settings=settings, redis=redis, store=store, seam=seam, limiter=limiter, clock=clock
+    )
 
 
 def _deps(ctx: dict[str, Any]) -> Deps:
@@ -66,8 +87,9 @@ def _deps(ctx: dict[str, Any]) -> Deps:
     return deps
 
 
-async def advance_stay_job(ctx: dict[str, Any], *, booking_id: Any = None, seq: Any = None,
-                           **extra: Any) -> None:
+async def advance_stay_job(
+    ctx: dict[str, Any], *, booking_id: Any = None, seq: Any = None, **extra: Any
+) -> None:
     deps, job = _deps(ctx), JobInfo(str(ctx.get("job_id")), int(ctx.get("job_try", 1)))
     if not isinstance(booking_id, str) or not isinstance(seq, int) or extra:
         await _reject(deps, job, "job arguments must be exactly booking_id (str) and seq (int)")
@@ -79,14 +101,18 @@ async def advance_stay_job(ctx: dict[str, Any], *, booking_id: Any = None, seq: 
     except Exception as exc:
         delay = backoff(job.job_try - 1, base=1.0, cap=60.0)
         get_logger(booking_id=booking_id, job_id=job.job_id, job_try=job.job_try).error(
-            "job.crashed", error=f"{type(exc).__name__}: {exc}", retry_in_s=round(delay, 3),
-            exc_info=True)
+            "job.crashed",
+            error=f"{type(exc).__name__}: {exc}",
+            retry_in_s=round(delay, 3),
+            exc_info=True,
+        )
         raise Retry(defer=delay) from exc
 
 
 async def reject_job(ctx: dict[str, Any], *, reason: Any = "invalid job", **_: Any) -> None:
-    await _reject(_deps(ctx), JobInfo(str(ctx.get("job_id")), int(ctx.get("job_try", 1))),
-                  str(reason))
+    await _reject(
+        _deps(ctx), JobInfo(str(ctx.get("job_id")), int(ctx.get("job_try", 1))), str(reason)
+    )
 
 
 async def _reject(deps: Deps, job: JobInfo, reason: str) -> None:
@@ -107,7 +133,17 @@ async def _reject(deps: Deps, job: JobInfo, reason: str) -> None:
     state.failure = Failure(reason="invalid_job", message=reason)
     if await deps.store.commit(state, expected_seq=seq):
         get_logger(booking_id=booking_id, job_id=job.job_id).error(
-            "provisioning.failed", reason="invalid_job", message=reason)
+            "provisioning.failed", reason="invalid_job", message=reason
+        )
+
+
+async def reconcile_job(ctx: dict[str, Any]) -> int:
+    """arq cron: every minute, one worker re-enqueues stays whose job went missing."""
+    deps = _deps(ctx)
+    found = await reconcile(
+        deps.redis, deps.store, now=deps.clock(), grace=max(60.0, deps.settings.job_timeout + 10)
+    )
+    return len(found)
 
 
 def make_worker(
@@ -119,6 +155,8 @@ def make_worker(
     clock: Clock = utcnow,
     handle_signals: bool = True,
     on_deps: Callable[[Deps], None] | None = None,
+    orphaned: Sequence[str] = (),
+    running: set[str] | None = None,
 ) -> Worker:
     """An arq Worker for codeprov; `seam_transport` lets tests and the demo run the sandbox."""
     stack = AsyncExitStack()
@@ -127,18 +165,50 @@ def make_worker(
         pool: ArqRedis = ctx["redis"]
         deps = build_deps(settings, pool, seam_transport=seam_transport, clock=clock)
         stack.push_async_callback(deps.seam.aclose)
+        heartbeat = await start_heartbeat(pool, settings.key_prefix)
+        stack.push_async_callback(heartbeat.stop)
         ctx[_DEPS] = deps
-        get_logger().info("worker.started", queue=settings.queue_name, max_jobs=settings.max_jobs,
-                          redis=mask_url(settings.redis_url), seam_endpoint=settings.seam_endpoint)
+        get_logger().info(
+            "worker.started",
+            queue=settings.queue_name,
+            max_jobs=settings.max_jobs,
+            redis=mask_url(settings.redis_url),
+            seam_endpoint=settings.seam_endpoint,
+        )
+        if orphaned:
+            # Jobs this process was running when Redis went away: they are certainly dead, so
+            # free them now instead of waiting out arq's in-progress TTL (job timeout + 10 s).
+            await pool.delete(*(in_progress_key_prefix + job for job in orphaned))
         if on_deps:
             on_deps(deps)
+
+    started = running if running is not None else set()
+
+    async def job_started(ctx: dict[str, Any]) -> None:
+        started.add(str(ctx.get("job_id")))
+
+    async def job_recorded(ctx: dict[str, Any]) -> None:
+        started.discard(str(ctx.get("job_id")))
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         await stack.aclose()
 
     return Worker(
-        functions=[func(advance_stay_job, name=STEP_FUNCTION, max_tries=50),
-                   func(reject_job, name=REJECT_FUNCTION, max_tries=1)],
+        functions=[
+            func(advance_stay_job, name=STEP_FUNCTION, max_tries=50),
+            func(reject_job, name=REJECT_FUNCTION, max_tries=1),
+        ],
+        cron_jobs=[
+            cron(
+                reconcile_job,
+                name=RECONCILE_FUNCTION,
+                second={7},
+                unique=True,
+                timeout=settings.job_timeout,
+                keep_result=0,
+                max_tries=1,
+            )
+        ],
         queue_name=settings.queue_name,
         redis_settings=redis_settings(settings),
         burst=burst,
@@ -153,6 +223,58 @@ def make_worker(
         job_deserializer=deserialize,
         on_startup=startup,
         on_shutdown=shutdown,
+        on_job_start=job_started,
+        after_job_end=job_recorded,
         handle_signals=handle_signals,
         log_results=False,
     )
+
+
+def run_worker(settings: Settings, *, burst: bool = False) -> None:
+    """Run a worker until SIGTERM/SIGINT (or an empty queue with burst), riding out Redis outages.
+
+    arq's poll loop exits on a Redis connection error; this loop starts it again with a capped,
+    jittered backoff instead of letting the process crash-loop under its supervisor.
+    """
+    attempt, orphaned, running = 0, list[str](), set[str]()
+    while True:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        started = time.monotonic()
+        worker = make_worker(settings, burst=burst, orphaned=orphaned, running=running)
+        try:
+            worker.run()
+            return
+        except (RedisError, ConnectionError, TimeoutError) as exc:
+            # WatchError too: redis-py raises it for a connection lost during WATCH.
+            attempt = 0 if time.monotonic() - started > 60 else attempt + 1
+            # Started and never recorded as ended: their in-progress keys would block them.
+            orphaned, running = sorted(running | set(worker.tasks)), set()
+            delay = backoff(attempt, base=1.0, cap=30.0, jitter=0.5)
+            get_logger().error(
+                "worker.redis_unavailable",
+                error=f"{type(exc).__name__}: {exc}",
+                redis=mask_url(settings.redis_url),
+                retry_in_s=round(delay, 3),
+            )
+            _sleep_alive(delay)
+        finally:
+            _close_loop(loop)
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what a dead worker left running (its jobs, its heartbeat), then close the loop."""
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.close()
+
+
+def _sleep_alive(seconds: float) -> None:
+    """Sleep while waiting for Redis, still proving liveness: a Redis outage is not a hung worker."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        touch()
+        time.sleep(min(1.0, left))

@@ -80,8 +80,10 @@ class SeamClient:
         ends_at: datetime | None,
     ) -> AccessCode:
         payload: dict[str, Any] = {"device_id": device_id, "code": code, "name": name}
-        if starts_at is not None and ends_at is not None:
+        # Each bound on its own: a half time frame must be Seam's 400, never an ongoing code.
+        if starts_at is not None:
             payload["starts_at"] = starts_at.isoformat()
+        if ends_at is not None:
             payload["ends_at"] = ends_at.isoformat()
         body = await self._call("/access_codes/create", payload, Operation.CREATE, device_id)
         return _parse(AccessCode, body, "access_code", "/access_codes/create")
@@ -100,9 +102,7 @@ class SeamClient:
         # Seam's fake ignores the device_id filter: filter here too.
         return [c for c in codes if c.device_id == device_id]
 
-    async def update_access_code(
-        self, access_code_id: str, device_id: str, **fields: Any
-    ) -> None:
+    async def update_access_code(self, access_code_id: str, device_id: str, **fields: Any) -> None:
         payload = {"access_code_id": access_code_id, **fields}
         await self._call("/access_codes/update", payload, Operation.UPDATE, device_id)
 
@@ -124,12 +124,18 @@ class SeamClient:
                 self._penalties = 0
         except (httpx.TransportError, OSError) as exc:
             # In-process (ASGITransport) a dropped connection surfaces as a raw OSError.
-            raise SeamConnectionError(f"no answer from Seam: {type(exc).__name__}", route=route) from None
+            raise SeamConnectionError(
+                f"no answer from Seam: {type(exc).__name__}", route=route
+            ) from None
         body = _json_body(response, route)
         if response.is_success:
             if body is None:
-                raise SeamProtocolError("answer is not a JSON object", status=response.status_code,
-                                        request_id=_request_id(response), route=route)
+                raise SeamProtocolError(
+                    "answer is not a JSON object",
+                    status=response.status_code,
+                    request_id=_request_id(response),
+                    route=route,
+                )
             return body
         try:
             _raise_for_answer(response, body, route)
@@ -144,16 +150,25 @@ class SeamClient:
         # A 429 on a write is most likely the per-device budget; on a read, the workspace's.
         scope = device_id if operation is not Operation.READ else None
         self._penalties += 1
-        pause = exc.retry_after if exc.retry_after is not None else backoff(
-            min(self._penalties, 6) - 1, base=1.0, cap=30.0, jitter=0.5)
+        pause = (
+            exc.retry_after
+            if exc.retry_after is not None
+            else backoff(min(self._penalties, 6) - 1, base=1.0, cap=30.0, jitter=0.5)
+        )
         await self._limiter.penalize(scope, pause)
-        get_logger().warning("seam.rate_limited", route=exc.route, device_id=scope,
-                             retry_after_s=exc.retry_after, pause_s=round(pause, 3),
-                             seam_request_id=exc.request_id)
+        get_logger().warning(
+            "seam.rate_limited",
+            route=exc.route,
+            device_id=scope,
+            retry_after_s=exc.retry_after,
+            pause_s=round(pause, 3),
+            seam_request_id=exc.request_id,
+        )
 
 
 def _request_id(response: httpx.Response) -> str | None:
-    return response.headers.get("seam-request-id")
+    value: str | None = response.headers.get("seam-request-id")
+    return value
 
 
 def _json_body(response: httpx.Response, route: str) -> dict[str, Any] | None:
@@ -193,15 +208,11 @@ def _raise_for_answer(response: httpx.Response, body: dict[str, Any] | None, rou
     raise _BY_STATUS.get(status, SeamClientError)(message, **kw)
 
 
-def _parse(
-    model: type[M], body: dict[str, Any], field: str, route: str
-) -> M:
+def _parse(model: type[M], body: dict[str, Any], field: str, route: str) -> M:
     return _parse_item(model, body.get(field), route, field)
 
 
-def _parse_item(
-    model: type[M], item: Any, route: str, field: str = "item"
-) -> M:
+def _parse_item(model: type[M], item: Any, route: str, field: str = "item") -> M:
     if not isinstance(item, dict):
         raise SeamProtocolError(f"answer lacks the object '{field}'", route=route)
     try:

@@ -60,7 +60,7 @@ class AccessCode(_Tolerant):
 
     @property
     def is_scheduled(self) -> bool:
-        """Scheduled: the flag is true (or, where a server omits it, status `set`), nothing pending."""
+        """The flag is true (or, where a server omits it, status `set`), and nothing is pending."""
         if self.pending_mutations:
             return False
         if self.is_scheduled_on_device is not None:

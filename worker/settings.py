@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     key_prefix: str = "codeprov"
     queue_name: str = "codeprov:queue"
     max_jobs: int = Field(10, ge=1, le=1000)
-    job_timeout: float = Field(60.0, gt=0)
+    job_timeout: float = Field(30.0, gt=0)
     shutdown_wait: int = Field(20, ge=0)
     http_timeout: float = Field(10.0, gt=0)
 

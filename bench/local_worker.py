@@ -1,0 +1,96 @@
+"""`python -m bench.local_worker`: a codeprov worker whose limiter lives in its own process.
+
+The baseline of `python -m bench ratelimit`: what Celery's `rate_limit` and aiolimiter-style
+limits do. The same worker, job code and Seam client as `codeprov worker`; only the limiter is
+swapped for `LocalLimiter`, which spends the same budgets with the same GCRA arithmetic, but in
+process memory: N processes each allow the full rate, and a 429 pauses only the process that
+received it. Configured from the environment, like `codeprov worker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+
+from worker.deps import Deps
+from worker.limiter import Budgets, Limiter, Operation
+
+
+class LocalLimiter(Limiter):
+    """Limiter's budgets and waiting, with buckets and penalties in this process only."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        budgets: Budgets,
+        *,
+        prefix: str,
+        max_sleep: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(redis, budgets, prefix=prefix, max_sleep=max_sleep)  # redis: unused
+        self._monotonic = monotonic
+        self._tats: dict[str, float] = {}
+        self._penalties: dict[str, float] = {}
+
+    async def try_acquire(self, operation: Operation, device_id: str | None = None) -> float:
+        now = self._monotonic()
+        buckets = [("workspace", self._budgets.workspace)]
+        penalties = [self.penalty_key(None)]
+        rate = self._budgets.device.get(operation)
+        if rate is not None and device_id is not None:
+            buckets.append((f"{operation.value}:{device_id}", rate))
+            penalties.append(self.penalty_key(device_id))
+        wait = max((self._penalties.get(key, 0.0) - now for key in penalties), default=0.0)
+        if wait > 0:
+            return wait
+        tats = {key: max(self._tats.get(key, now), now) for key, _ in buckets}
+        wait = max(tats[key] - now - _seconds(r.tolerance_ms) for key, r in buckets)
+        if wait > 0:
+            return wait
+        for key, r in buckets:
+            self._tats[key] = tats[key] + _seconds(r.interval_ms)
+        return 0.0
+
+    async def penalize(self, device_id: str | None, seconds: float) -> None:
+        key = self.penalty_key(device_id)
+        until = self._monotonic() + seconds
+        self._penalties[key] = max(self._penalties.get(key, 0.0), until)
+
+
+def _seconds(ms: int) -> float:
+    return ms / 1000
+
+
+def use_local_limiter(deps: Deps) -> None:
+    """The `on_deps` hook: swap the shared limiter for a LocalLimiter, in the Seam client too.
+
+    Deps is frozen and SeamClient keeps its limiter private; a benchmark-only shortcut until
+    make_worker takes a limiter factory.
+    """
+    from worker.runtime import budgets
+
+    s = deps.settings
+    local = LocalLimiter(deps.redis, budgets(s), prefix=s.key_prefix, max_sleep=s.rate_max_sleep)
+    object.__setattr__(deps, "limiter", local)
+    deps.seam._limiter = local
+
+
+def main() -> None:
+    from worker.cli import _configure_logging, load_settings
+    from worker.runtime import make_worker
+
+    settings = load_settings()
+    _configure_logging(settings)
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    make_worker(settings, on_deps=use_local_limiter).run()
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["LocalLimiter", "use_local_limiter"]

@@ -1,0 +1,266 @@
+"""The GCRA limiter's arithmetic: exact on an injected clock, bounded on Redis server time.
+
+The Lua script reads Redis TIME, so the exact tests need `Limiter(..., now_ms=clock)` (the
+script then takes the time as its last ARGV). Until that lands they are skipped; the tests on
+real time below them run either way.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import pytest
+from redis.asyncio import Redis
+
+from worker.limiter import Budgets, Limiter, Operation, Rate
+
+pytestmark = pytest.mark.anyio
+
+HAS_CLOCK = "now_ms" in inspect.signature(Limiter.__init__).parameters
+needs_clock = pytest.mark.skipif(
+    not HAS_CLOCK, reason="needs Limiter(now_ms=...), the injectable clock proposed in issue 4")
+WORKSPACE = "codeprov:rl:workspace"
+MINUTE = 60_000
+
+
+@dataclass
+class FakeClock:
+    """Milliseconds that move only when a test says so."""
+
+    ms: int = 1_700_000_000_000
+
+    def __call__(self) -> int:
+        return self.ms
+
+    def advance(self, ms: int) -> None:
+        self.ms += ms
+
+
+def limiter(redis: Redis, workspace: Rate, creates: Rate | None = None,
+            clock: FakeClock | None = None) -> Limiter:
+    budgets = Budgets(workspace, {Operation.CREATE: creates} if creates else {})
+    clocked: dict[str, Any] = {} if clock is None else {"now_ms": clock}
+    return Limiter(redis, budgets, max_sleep=5.0, **clocked)
+
+
+async def grant_times(lim: Limiter, clock: FakeClock, n: int) -> list[int]:
+    """Ask like a patient client: when refused, wait exactly as told; the times of n grants."""
+    start, times = clock.ms, list[int]()
+    while len(times) < n:
+        wait_ms = round(await lim.try_acquire(Operation.READ) * 1000)
+        if wait_ms == 0:
+            times.append(clock.ms - start)
+        else:
+            clock.advance(wait_ms)
+    return times
+
+
+def most_in_any_second(times: list[int]) -> int:
+    """The most grants in any window (t - 1000 ms, t], as the sandbox counts arrivals."""
+    return max(sum(1 for u in times if t - 1000 < u <= t) for t in times)
+
+
+# --- Exact, on an injected clock -----------------------------------------------------------
+
+
+@needs_clock
+async def test_sustained_rate_is_exact_over_many_requests(redis: Redis) -> None:
+    """At 10/s with burst 1, grant k comes exactly k x 100 ms after the first, for 500 grants."""
+    clock = FakeClock()
+    times = await grant_times(limiter(redis, Rate(10), clock=clock), clock, 500)
+    assert times == [100 * k for k in range(500)]
+
+
+@needs_clock
+async def test_a_request_one_millisecond_early_is_refused(redis: Redis) -> None:
+    """The wait returned is exact: 1 ms before it the answer is still 'wait 1 ms'."""
+    clock = FakeClock()
+    lim = limiter(redis, Rate(10), clock=clock)
+    assert await lim.try_acquire(Operation.READ) == 0
+    clock.advance(99)
+    assert await lim.try_acquire(Operation.READ) == pytest.approx(0.001)
+    clock.advance(1)
+    assert await lim.try_acquire(Operation.READ) == 0
+
+
+@needs_clock
+async def test_burst_then_one_per_interval(redis: Redis) -> None:
+    """Burst 5 at 10/s: five grants at once, then one every 100 ms."""
+    clock = FakeClock()
+    times = await grant_times(limiter(redis, Rate(10, burst=5), clock=clock), clock, 8)
+    assert times == [0, 0, 0, 0, 0, 100, 200, 300]
+
+
+@needs_clock
+async def test_idle_time_banks_no_more_than_the_burst(redis: Redis) -> None:
+    """After a minute idle, burst 5 still allows only five back-to-back requests."""
+    clock = FakeClock()
+    lim = limiter(redis, Rate(10, burst=5), clock=clock)
+    await grant_times(lim, clock, 5)
+    clock.advance(MINUTE)
+    waits = [await lim.try_acquire(Operation.READ) for _ in range(6)]
+    assert waits == [0, 0, 0, 0, 0, pytest.approx(0.1)]
+
+
+@needs_clock
+@pytest.mark.parametrize("per_second", [3, 7, 9, 10, 12, 30, 45])
+async def test_never_more_than_the_budget_in_any_second(redis: Redis, per_second: int) -> None:
+    """With burst 1, no 1-second window ever holds more than the budget, whatever the rate.
+
+    Intervals are whole milliseconds, so a budget that does not divide 1000 gets a little less.
+    """
+    clock = FakeClock()
+    lim = limiter(redis, Rate(per_second), clock=clock)
+    times = await grant_times(lim, clock, per_second * 5)
+    assert per_second - 1 <= most_in_any_second(times) <= per_second
+
+
+@needs_clock
+async def test_all_buckets_or_none(redis: Redis) -> None:
+    """A create refused by its device's bucket spends nothing from the workspace's."""
+    clock = FakeClock()
+    lim = limiter(redis, Rate(10), creates=Rate(1, 60.0), clock=clock)
+    assert await lim.try_acquire(Operation.CREATE, "lock-1") == 0
+    clock.advance(100)
+    assert await lim.try_acquire(Operation.CREATE, "lock-1") == pytest.approx(59.9)
+    assert await lim.try_acquire(Operation.READ) == 0  # the workspace token is still there
+    clock.advance(100)
+    assert await lim.try_acquire(Operation.CREATE, "lock-2") == 0
+
+
+@needs_clock
+async def test_wait_is_the_longest_of_the_buckets(redis: Redis) -> None:
+    """Refused by two buckets, the answer is the later of their two times."""
+    clock = FakeClock()
+    lim = limiter(redis, Rate(10), creates=Rate(1, 60.0), clock=clock)
+    await lim.try_acquire(Operation.CREATE, "lock-1")
+    clock.advance(50)
+    assert await lim.try_acquire(Operation.CREATE, "lock-1") == pytest.approx(59.95)
+    assert await lim.try_acquire(Operation.CREATE, "lock-2") == pytest.approx(0.05)
+
+
+@needs_clock
+async def test_penalty_blocks_every_bucket_and_spends_nothing(redis: Redis) -> None:
+    """During a penalty every request waits for it, and no token is taken meanwhile."""
+    clock = FakeClock()
+    lim = limiter(redis, Rate(10), creates=Rate(1, 60.0), clock=clock)
+    await lim.penalize(None, 30.0)
+    assert 29 < await lim.try_acquire(Operation.CREATE, "lock-1") <= 30
+    assert not await redis.exists(WORKSPACE, "codeprov:rl:device:create:lock-1")
+
+
+@needs_clock
+async def test_after_a_penalty_the_budget_resumes_without_a_burst(redis: Redis) -> None:
+    """When a penalty ends, waiting workers are let through one interval apart, not at once."""
+    clock = FakeClock()
+    lim = limiter(redis, Rate(10), clock=clock)
+    await grant_times(lim, clock, 3)
+    await lim.penalize(None, 30.0)
+    clock.advance(30_000)
+    await redis.delete(lim.penalty_key(None))  # its PX runs on Redis's own clock
+    waits = [await lim.try_acquire(Operation.READ) for _ in range(3)]
+    assert waits == [0, pytest.approx(0.1), pytest.approx(0.1)]
+
+
+# --- Bounded, on Redis server time ---------------------------------------------------------
+
+
+async def redis_ms(redis: Redis) -> int:
+    seconds, micros = await redis.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def test_each_grant_moves_the_theoretical_arrival_time_one_interval(redis: Redis) -> None:
+    """With burst 4 of 1/min, four grants push the TAT exactly four minutes ahead."""
+    before = await redis_ms(redis)
+    lim = limiter(redis, Rate(1, 60.0, burst=4))
+    assert [await lim.try_acquire(Operation.READ) for _ in range(4)] == [0, 0, 0, 0]
+    after = await redis_ms(redis)
+    tat = int(await redis.get(WORKSPACE))
+    assert before + 4 * MINUTE <= tat <= after + 4 * MINUTE
+    wait = await lim.try_acquire(Operation.READ)
+    asked_by = await redis_ms(redis)
+    assert (tat - 3 * MINUTE - asked_by) / 1000 <= wait <= (tat - 3 * MINUTE - after) / 1000
+
+
+async def test_concurrent_workers_never_overspend_a_bucket(redis_url: str, redis: Redis) -> None:
+    """100 creates at once from 5 connections: exactly the device's burst of 3 pass, and the
+    workspace is charged for those 3 only."""
+    clients = [Redis.from_url(redis_url) for _ in range(5)]
+    granted: list[float] = []
+    try:
+        lims = [limiter(c, Rate(1, 60.0, burst=1000), creates=Rate(1, 60.0, burst=3))
+                for c in clients]
+        before = await redis_ms(redis)
+
+        async def create(lim: Limiter) -> None:
+            if await lim.try_acquire(Operation.CREATE, "lock-1") == 0:
+                granted.append(time.monotonic())
+
+        async with anyio.create_task_group() as tg:
+            for i in range(100):
+                tg.start_soon(create, lims[i % 5])
+        after = await redis_ms(redis)
+    finally:
+        for c in clients:
+            await c.aclose()
+    assert len(granted) == 3
+    tat = int(await redis.get(WORKSPACE))
+    assert before + 3 * MINUTE <= tat <= after + 3 * MINUTE
+
+
+async def test_shared_rate_holds_across_clients_on_real_time(redis_url: str, redis: Redis) -> None:
+    """Twenty sleeping workers on four connections, for 0.6 s at 50/s: never more grants than
+    the elapsed Redis time allows, and not many fewer."""
+    clients = [Redis.from_url(redis_url) for _ in range(4)]
+    grants = 0
+    try:
+        lims = [limiter(c, Rate(50)) for c in clients]
+        start = await redis_ms(redis)
+        deadline = time.monotonic() + 0.6
+
+        async def work(lim: Limiter) -> None:
+            nonlocal grants
+            while time.monotonic() < deadline:
+                await lim.acquire(Operation.READ)
+                grants += 1
+
+        async with anyio.create_task_group() as tg:
+            for i in range(20):
+                tg.start_soon(work, lims[i % 4])
+        end = await redis_ms(redis)
+    finally:
+        for c in clients:
+            await c.aclose()
+    allowed = (end - start) // 20 + 1
+    assert 0.7 * allowed <= grants <= allowed
+
+
+async def test_a_shorter_penalty_does_not_cut_a_longer_one(redis: Redis) -> None:
+    """A 1 s penalty set during a 30 s one leaves the 30 s one in force."""
+    lim = limiter(redis, Rate(1000))
+    await lim.penalize(None, 30.0)
+    await lim.penalize(None, 1.0)
+    assert await lim.try_acquire(Operation.READ) > 29
+
+
+async def test_workspace_penalty_holds_device_writes_too(redis: Redis) -> None:
+    """A workspace-wide pause also stops writes, which spend the workspace budget as well."""
+    lim = limiter(redis, Rate(1000), creates=Rate(600, 60.0))
+    await lim.penalize(None, 5.0)
+    assert 4 < await lim.try_acquire(Operation.CREATE, "lock-1") <= 5
+
+
+@pytest.mark.xfail(
+    Rate(3).interval_ms * 3 < 1000, strict=True,
+    reason="Rate.interval_ms rounds to the nearest ms; 3/s gives 333 ms, so 4 fit in 1 s")
+def test_interval_never_lets_more_than_the_budget_into_its_period() -> None:
+    """For every whole budget of 1-2000 per second or per minute, count intervals fill the
+    period: the limiter never rounds its way above the budget."""
+    for per in (1.0, 60.0):
+        for count in range(1, 2001):
+            assert count * Rate(count, per).interval_ms >= per * 1000, (count, per)
