@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+TEST_DIRS := tests tests/sandbox tests/contract tests/deploy
 
 .PHONY: demo test lint bench clean
 
@@ -14,15 +15,19 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/codeprov demo
 
+# The whole suite, then the linters: CI (.ci/run) runs exactly this.
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory lint
 
+# ruff, and mypy --strict on the code and on each test folder (each has its own conftest).
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	for d in $(TEST_DIRS); do MYPYPATH=$$d:. $(BIN)/mypy --strict $$d/*.py || exit 1; done
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .cache

@@ -21,7 +21,7 @@ def devices(*specs: DeviceSpec) -> Scenario:
 
 
 def lock(i: int, latency: float = 0.2, **kw: object) -> DeviceSpec:
-    return DeviceSpec(id=f"lock-{i}", latency=Latency.fixed(latency), **kw)  # type: ignore[arg-type]
+    return DeviceSpec(id=f"lock-{i}", latency=Latency.fixed(latency), **kw)
 
 
 async def test_happy_path_every_stay_scheduled_once(redis: Redis, redis_url: str) -> None:

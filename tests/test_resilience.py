@@ -6,6 +6,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis as redis_sync
@@ -26,7 +27,7 @@ FAST = dict(poll_initial=0.3, poll_max=1.0, rate_per_second=200, rate_burst=20,
 def states(url: str, ids: list[str]) -> dict[str, str]:
     import json
 
-    client = redis_sync.Redis.from_url(url)
+    client: Any = redis_sync.Redis.from_url(url)
     try:
         raw = [client.get(f"codeprov:stay:{b}") for b in ids]
     except redis_sync.ConnectionError:
@@ -51,7 +52,7 @@ def diagnose(url: str, found: dict[str, str]) -> list[object]:
     """What Redis holds for the stays that did not finish (for a failing assertion)."""
     import json
 
-    client = redis_sync.Redis.from_url(url)
+    client: Any = redis_sync.Redis.from_url(url)
     out: list[object] = []
     for booking_id, state in found.items():
         if state == "scheduled":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ def offline_lock(duration: float = 0.8) -> Scenario:
     return Scenario(devices=[DeviceSpec(id="lock-1", latency=Latency.fixed(0.1), faults=[fault])])
 
 
-def health_events(logs: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
+def health_events(logs: list[MutableMapping[str, Any]]) -> list[tuple[str, str | None]]:
     keep = ("access_code.error", "access_code.warning", "access_code.scheduled")
     return [(e["event"], e.get("error_code")) for e in logs if e["event"].startswith(keep)]
 

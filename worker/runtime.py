@@ -273,7 +273,7 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def _sleep_alive(seconds: float) -> None:
-    """Sleep while waiting for Redis, still proving liveness: a Redis outage is not a hung worker."""
+    """Sleep while waiting for Redis, still beating: a Redis outage is not a hung worker."""
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
         touch()
