@@ -1,9 +1,13 @@
 """The enqueue API: how a booking system (or `codeprov enqueue`) hands codeprov a stay.
 
-Enqueueing creates the stay's state record (state `queued`) and its first job, both keyed by
-booking_id, so sending the same stay twice is a harmless no-op answered `duplicate`, whether it
-is still in flight or already final. A different payload for a known booking is `invalid`: the
-stay already exists. Re-enqueueing a finished stay does nothing; delete its key to start over.
+A message is `provision` (default), `update` or `cancel`, with an optional `revision` (an
+integer, or the booking's updated-at timestamp). Rules, applied atomically per booking:
+- a message whose revision is at or below the applied one is stale: ignored and logged
+  (`duplicate`), so out-of-order delivery never undoes a newer change;
+- the same stay sent again is `duplicate`, in flight or finished;
+- new details for a known booking need `action: update` or a newer revision, else `invalid`;
+- an update or cancel reopens a finished stay; an update for an unknown booking provisions it;
+- a cancel for an unknown booking leaves a tombstone that ignores the older provision behind it.
 """
 
 from __future__ import annotations
@@ -14,15 +18,19 @@ from datetime import datetime
 from typing import Any, Literal
 
 from arq.connections import ArqRedis
+from redis.exceptions import WatchError
 
-from jobs.payload import Stay, parse_stay
-from jobs.state import StayState, StayStore
+from jobs.changeset import Decision, decide
+from jobs.payload import Action, Message, Stay, parse_message
+from jobs.state import StayStore
 from worker.deps import utcnow
 from worker.errors import InvalidInput
+from worker.logs import get_logger
 from worker.queue import connect, enqueue_step, job_id
 from worker.settings import Settings
 
 Result = Literal["enqueued", "duplicate", "invalid"]
+TOMBSTONE_SECONDS = 90 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -46,47 +54,96 @@ async def enqueue_stay(
     prefix: str = "codeprov",
     now: datetime | None = None,
 ) -> EnqueueResult:
-    """Enqueue one stay. Never raises for bad input: the result says `invalid` and why."""
+    """Apply one message (a stay to provision, update or cancel). Never raises for bad input."""
     now = now or utcnow()
     raw_id = stay.get("booking_id") if isinstance(stay, Mapping) else stay.booking_id
     booking_id = raw_id if isinstance(raw_id, str) else None
     try:
-        valid = stay if isinstance(stay, Stay) else parse_stay(dict(stay), now=now)
+        message = (
+            Message(Action.PROVISION, stay.booking_id, None, stay)
+            if isinstance(stay, Stay)
+            else parse_message(dict(stay), now=now)
+        )
     except InvalidInput as exc:
         return EnqueueResult(booking_id, None, "invalid", str(exc))
+    return await apply_message(redis, message, prefix=prefix, now=now)
+
+
+async def cancel_stay(
+    redis: ArqRedis,
+    booking_id: str,
+    *,
+    revision: int | str | None = None,
+    prefix: str = "codeprov",
+) -> EnqueueResult:
+    """Cancel a stay: its code is removed from the lock, its state becomes `cancelled`."""
+    return await enqueue_stay(
+        redis, {"booking_id": booking_id, "action": "cancel", "revision": revision}, prefix=prefix
+    )
+
+
+async def apply_message(
+    redis: ArqRedis, message: Message, *, prefix: str = "codeprov", now: datetime
+) -> EnqueueResult:
     store = StayStore(redis, prefix)
-    state = StayState(stay=valid, enqueued_at=now, updated_at=now)
-    if await store.create(state):
-        await enqueue_step(redis, valid.booking_id, 0)
-        return EnqueueResult(valid.booking_id, job_id(valid.booking_id, 0), "enqueued")
-    return await _existing(store, redis, valid)
+    key, tomb = store.key(message.booking_id), store.tombstone_key(message.booking_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                await pipe.watch(key, tomb)
+                current = store.load(await pipe.get(key), message.booking_id)
+                decision = decide(current, await pipe.get(tomb), message, now)
+                if decision.write is not None or decision.tombstone is not None:
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    _stage(store, pipe, decision, tomb)
+                    await pipe.execute()
+                break
+            except WatchError:
+                continue  # a step or another message committed meanwhile: decide again
+    return await _after(redis, message, decision)
 
 
-async def _existing(store: StayStore, redis: ArqRedis, stay: Stay) -> EnqueueResult:
-    known = await store.get(stay.booking_id)
-    if known is None:  # expired between our two commands: rare, and safe to report
-        return EnqueueResult(
-            stay.booking_id, None, "invalid", "stay record vanished; enqueue again"
+def _stage(store: StayStore, pipe: Any, decision: Decision, tomb: str) -> None:
+    if decision.write is not None:
+        # A final stay written here only changed its revision: no new outcome entry.
+        store.stage(pipe, decision.write, outcome=False)
+        pipe.delete(tomb)
+    if decision.tombstone is not None:
+        pipe.set(tomb, decision.tombstone, ex=TOMBSTONE_SECONDS)
+
+
+async def _after(redis: ArqRedis, message: Message, decision: Decision) -> EnqueueResult:
+    bid, log = message.booking_id, get_logger(booking_id=message.booking_id)
+    if decision.result == "invalid":
+        return EnqueueResult(bid, None, "invalid", decision.note)
+    if decision.ignored:
+        log.info(
+            "stay.change_ignored",
+            action=message.action.value,
+            revision=message.revision,
+            reason=decision.note,
         )
-    if known.stay != stay:
-        return EnqueueResult(
-            stay.booking_id,
-            None,
-            "invalid",
-            "booking_id is already enqueued with different device, dates or name",
+    state = decision.write or decision.current
+    if state is not None and not state.state.is_final:
+        # Also heals a chain whose job was lost: enqueueing a step is idempotent.
+        delay = (
+            0.0
+            if decision.write
+            else max(0.0, ((state.next_check_at or utcnow()) - utcnow()).total_seconds())
         )
-    if not known.state.is_final:
-        # Heals a chain whose job was lost (e.g. Redis restored from an old snapshot).
-        due = known.next_check_at
-        delay = max(0.0, (due - utcnow()).total_seconds()) if due else 0.0
-        await enqueue_step(redis, stay.booking_id, known.seq, delay=delay)
-    return EnqueueResult(stay.booking_id, job_id(stay.booking_id, known.seq), "duplicate")
+        await enqueue_step(redis, bid, state.seq, delay=delay)
+    if decision.write is not None and decision.current is not None:
+        log.info("stay.change_accepted", action=message.action.value, revision=message.revision)
+    seq = state.seq if state is not None else None
+    return EnqueueResult(
+        bid, job_id(bid, seq) if seq is not None else None, decision.result, decision.note
+    )
 
 
 async def enqueue_stays(
     stays: list[Mapping[str, Any]], *, settings: Settings | None = None
 ) -> list[EnqueueResult]:
-    """Connect with settings from the environment, enqueue each stay, close."""
+    """Connect with settings from the environment, apply each message, close."""
     settings = settings or Settings()
     redis = await connect(settings)
     try:

@@ -5,6 +5,9 @@ Validated when enqueued and again when a worker reads it back from Redis.
 
 from __future__ import annotations
 
+import enum
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,3 +68,75 @@ def describe(exc: ValidationError) -> str:
             msg = "unknown field"
         parts.append(f"{where}: {msg}")
     return "; ".join(parts)
+
+
+class Action(enum.StrEnum):
+    PROVISION = "provision"
+    UPDATE = "update"
+    CANCEL = "cancel"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message about a stay: what to do, at which revision of the booking."""
+
+    action: Action
+    booking_id: str
+    revision: int | None
+    stay: Stay | None  # None for a cancel
+
+    def is_newer_than(self, applied: int | None) -> bool:
+        """Out-of-order rule: a message at or below the applied revision is stale."""
+        return self.revision is None or applied is None or self.revision > applied
+
+
+def parse_message(data: Any, *, now: datetime | None = None) -> Message:
+    """A Message from untrusted data (an enqueue line, a stream entry), or InvalidInput."""
+    if not isinstance(data, dict):
+        raise InvalidInput(f"a stay is a JSON object, got {type(data).__name__}")
+    fields = dict(data)
+    action = _action(fields.pop("action", None))
+    revision = parse_revision(fields.pop("revision", None))
+    if action is Action.CANCEL:
+        booking_id = fields.get("booking_id")
+        if not isinstance(booking_id, str) or not re.match(_ID, booking_id) or not booking_id:
+            raise InvalidInput("booking_id: a cancel needs the booking_id (printable text)")
+        if len(booking_id) > 200:
+            raise InvalidInput("booking_id: String should have at most 200 characters")
+        return Message(action, booking_id.strip(), revision, None)
+    stay = parse_stay(fields, now=now)
+    return Message(action, stay.booking_id, revision, stay)
+
+
+def _action(value: Any) -> Action:
+    if value is None:
+        return Action.PROVISION
+    try:
+        return Action(value)
+    except ValueError:
+        raise InvalidInput(
+            f"action: must be one of provision, update, cancel (got {str(value)[:40]!r})"
+        ) from None
+
+
+def parse_revision(value: Any) -> int | None:
+    """An integer, or the booking's updated-at time (ISO 8601), as microseconds since 1970."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise InvalidInput("revision: an integer or an ISO 8601 timestamp, not a boolean")
+    if isinstance(value, int):
+        if value < 0:
+            raise InvalidInput("revision: must not be negative")
+        return value
+    if isinstance(value, str):
+        if value.isdigit():
+            return int(value)
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidInput("revision: an integer or an ISO 8601 timestamp") from None
+        if moment.tzinfo is None:
+            raise InvalidInput("revision: a timestamp needs a timezone")
+        return int(moment.timestamp() * 1_000_000)
+    raise InvalidInput("revision: an integer or an ISO 8601 timestamp")

@@ -4,7 +4,10 @@ Keys (prefix `codeprov`, configurable):
 - `codeprov:stay:{booking_id}`: one JSON document per stay (StayState). It also holds the last
   seen errors/warnings/mutations of the code, so transitions are computed against what was
   recorded, whichever worker ran the previous check. Expires 30 days after ends_at.
-- `codeprov:results`: a stream; one entry each time a stay reaches `scheduled` or `failed`.
+- `codeprov:results`: a stream; one entry each time a stay reaches `scheduled`, `failed` or
+  `cancelled` (again after each applied change).
+- `codeprov:cancelled:{booking_id}`: a cancel that arrived before the stay itself; holds the
+  cancel's revision (or nothing), so a late provision message is ignored. Expires after 90 days.
 - `codeprov:stays`: a sorted set of booking ids not yet final, scored by their next due time
   (for `codeprov stats` and the reconciler).
 """
@@ -31,10 +34,11 @@ class Phase(enum.StrEnum):
     WAITING = "waiting_for_device"
     SCHEDULED = "scheduled"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def is_final(self) -> bool:
-        return self in (Phase.SCHEDULED, Phase.FAILED)
+        return self in (Phase.SCHEDULED, Phase.FAILED, Phase.CANCELLED)
 
 
 class Failure(BaseModel):
@@ -43,10 +47,46 @@ class Failure(BaseModel):
     message: str
 
 
+class CodeRef(BaseModel):
+    """A code codeprov put on a lock and must remove (a moved or cancelled stay)."""
+
+    device_id: str
+    access_code_id: str | None = None  # None: created but never recorded; found by name
+    name: str
+    delete_sent: bool = False
+
+
+class Applied(BaseModel):
+    """What the current code on Seam was last set to: a change is what differs from this."""
+
+    model_config = ConfigDict(frozen=True)
+    device_id: str
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    name: str
+
+    @classmethod
+    def of(cls, stay: Stay) -> Applied:
+        return cls(
+            device_id=stay.device_id,
+            starts_at=stay.starts_at,
+            ends_at=stay.ends_at,
+            name=stay.code_name,
+        )
+
+
 class StayState(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     stay: Stay
+    revision: int | None = None  # of the last message applied
+    action: str = "provision"  # of the last message applied
+    cancel_requested: bool = False
+    applied: Applied | None = None
+    requested: Applied | None = None  # what the last create asked for
+    to_delete: list[CodeRef] = Field(default_factory=list)
+    previous: CodeRef | None = None  # the code a move left behind, for the outcome
+    changed_at: datetime | None = None
     state: Phase = Phase.QUEUED
     seq: int = 0
     access_code_id: str | None = None
@@ -80,7 +120,17 @@ class StayState(BaseModel):
             "warnings": sorted(self.warnings),
             "failure": self.failure.model_dump() if self.failure else None,
             "updated_at": self.updated_at.isoformat(),
+            "starts_at": _iso(self.stay.starts_at),
+            "ends_at": _iso(self.stay.ends_at),
+            "revision": self.revision,
+            "pending_action": "cancel"
+            if self.cancel_requested and not self.state.is_final
+            else None,
         }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
 
 
 class StayStore:
@@ -93,6 +143,9 @@ class StayStore:
 
     def key(self, booking_id: str) -> str:
         return f"{self.prefix}:stay:{booking_id}"
+
+    def tombstone_key(self, booking_id: str) -> str:
+        return f"{self.prefix}:cancelled:{booking_id}"
 
     async def get(self, booking_id: str) -> StayState | None:
         raw = await self.redis.get(self.key(booking_id))
@@ -116,16 +169,21 @@ class StayStore:
                 if raw is None or _load(raw, state.booking_id).seq != expected_seq:
                     return False
                 pipe.multi()  # type: ignore[no-untyped-call]
-                pipe.set(key, _dump(state), exat=_expiry(state))
-                self._index(pipe, state)
-                if state.state.is_final:
-                    pipe.xadd(
-                        self.results_key, _result(state), maxlen=self._maxlen, approximate=True
-                    )
+                self.stage(pipe, state)
                 await pipe.execute()
             except WatchError:
                 return False
         return True
+
+    def stage(self, pipe: Any, state: StayState, *, outcome: bool = True) -> None:
+        """Queue the writes of a state change on a MULTI pipeline (record, index, outcome)."""
+        pipe.set(self.key(state.booking_id), _dump(state), exat=_expiry(state))
+        self._index(pipe, state)
+        if outcome and state.state.is_final:
+            pipe.xadd(self.results_key, _result(state), maxlen=self._maxlen, approximate=True)
+
+    def load(self, raw: bytes | str | None, booking_id: str) -> StayState | None:
+        return None if raw is None else _load(raw, booking_id)
 
     def _index(self, pipe: Any, state: StayState) -> None:
         if state.state.is_final:
@@ -162,7 +220,13 @@ def _result(state: StayState) -> dict[Any, Any]:
         "state": state.state.value,
         "access_code_id": state.access_code_id or "",
         "at": state.updated_at.isoformat(),
+        "action": state.action,
     }
+    if state.revision is not None:
+        entry["revision"] = state.revision
+    if state.previous is not None:
+        entry["previous_device_id"] = state.previous.device_id
+        entry["previous_access_code_id"] = state.previous.access_code_id or ""
     if state.state is Phase.SCHEDULED and state.code:
         entry["code"] = state.code
     if state.stay.starts_at and state.stay.ends_at:

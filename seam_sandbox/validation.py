@@ -126,7 +126,11 @@ def update_input(
     """Validate an update; a time frame given in part is completed from the code's own."""
     starts, ends = timestamp(params, "starts_at"), timestamp(params, "ends_at")
     changes = starts is not None or ends is not None
-    if changes:
+    if params.get("type") == "ongoing":  # Seam's way to turn a time-bound code into an ongoing one
+        if changes:
+            raise invalid_input("type", "an ongoing code takes no starts_at or ends_at")
+        changes = True
+    elif changes:
         starts, ends = starts or current[0], ends or current[1]
         check_time_frame(starts, ends, now)
     return UpdateInput(

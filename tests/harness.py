@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -140,3 +143,16 @@ class Rig:
 
 def fast_latency(seconds: float = 0.2) -> Latency:
     return Latency.fixed(seconds)
+
+
+def run_cli(redis_url: str, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    """`codeprov ARGS` in a subprocess against redis_url, as an operator would run it."""
+    env = {**os.environ, "REDIS_URL": redis_url}
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        input=stdin,
+        capture_output=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from harness import Rig
+from harness import Rig, run_cli
 from redis.asyncio import Redis
 
 from jobs.state import Phase
@@ -113,17 +113,6 @@ async def test_unusable_seam_answers_are_protocol_errors(
         await client.get_access_code("ac1")
     assert info.value.retryable
     await client.aclose()
-
-
-def run_cli(redis_url: str, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "REDIS_URL": redis_url}
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
-        input=stdin,
-        capture_output=True,
-        env=env,
-        timeout=60,
-    )
 
 
 async def test_enqueue_file_mixed_lines(redis: Redis, redis_url: str) -> None:

@@ -53,11 +53,11 @@ async def test_outcome_on_results_stream_with_pin(redis: Redis, redis_url: str) 
 
 
 async def test_status_contract_shape(redis: Redis, redis_url: str) -> None:
-    """`status --json` fields are exactly the contract's."""
+    """`status --json` has every contract field (later issues only add fields)."""
     async with Rig(redis_url, devices(lock(1))) as rig:
         await rig.enqueue(rig.stay("B1"))
         public = (await rig.state("B1")).public()
-        assert set(public) == {
+        assert set(public) >= {
             "booking_id",
             "device_id",
             "state",

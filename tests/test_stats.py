@@ -102,6 +102,7 @@ async def test_stays_are_counted_per_state(pool: ArqRedis, settings: Settings) -
         "waiting_for_device": 2,
         "scheduled": 1,
         "failed": 0,
+        "cancelled": 0,
     }
 
 

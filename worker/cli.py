@@ -17,15 +17,19 @@ from worker.settings import Settings
 def load_settings() -> Settings:
     """Settings from the environment, or a clear message and exit status 2."""
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"]) or "settings"
             click.echo(f"codeprov: invalid configuration: {field}: {err['msg']}", err=True)
         sys.exit(2)
+    # stdout carries the commands' JSON answers: their logs go to stderr.
+    _configure_logging(settings, stream=sys.stderr)
+    return settings
 
 
-def _configure_logging(settings: Settings) -> None:
+def _configure_logging(settings: Settings, stream: IO[str] | None = None) -> None:
+    """Services (worker, metrics) log to stdout; one-shot commands to stderr."""
     from worker.logs import configure
 
     configure(
@@ -33,6 +37,7 @@ def _configure_logging(settings: Settings) -> None:
         level=settings.log_level,
         secrets=[settings.seam_api_key.get_secret_value()],
         show_pins=settings.log_pins,
+        stream=stream or sys.stdout,
     )
 
 
@@ -62,6 +67,8 @@ def worker(burst: bool) -> None:
 @click.option("--starts-at")
 @click.option("--ends-at")
 @click.option("--name")
+@click.option("--action", type=click.Choice(["provision", "update", "cancel"]))
+@click.option("--revision", help="The booking's revision: an integer or an ISO 8601 timestamp.")
 @click.option("--file", "file", type=click.File("rb"), help="JSON Lines of stays ('-' = stdin).")
 def enqueue(
     booking_id: str | None,
@@ -69,6 +76,8 @@ def enqueue(
     starts_at: str | None,
     ends_at: str | None,
     name: str | None,
+    action: str | None,
+    revision: str | None,
     file: IO[bytes] | None,
 ) -> None:
     """Enqueue stays; prints one JSON result per stay; exit 1 if any was invalid."""
@@ -76,7 +85,7 @@ def enqueue(
 
     if file is not None and (booking_id or device_id):
         raise click.UsageError("use either --file or --booking-id/--device-id, not both")
-    if file is None and not (booking_id and device_id):
+    if file is None and not (booking_id and (device_id or action == "cancel")):
         raise click.UsageError("give --booking-id and --device-id, or --file")
     settings = load_settings()
     if file is not None:
@@ -88,6 +97,8 @@ def enqueue(
             "starts_at": starts_at,
             "ends_at": ends_at,
             "name": name,
+            "action": action,
+            "revision": revision,
         }
         parsed = [{k: v for k, v in stay.items() if v is not None}]
     good = [p for p in parsed if not isinstance(p, EnqueueResult)]
@@ -119,6 +130,20 @@ def _read_lines(file: IO[bytes]) -> Iterator[Any]:
             yield EnqueueResult(None, None, "invalid", f"line {number}: expected a JSON object")
             continue
         yield data
+
+
+@main.command()
+@click.argument("booking_id")
+@click.option("--revision", help="The booking's revision: an integer or an ISO 8601 timestamp.")
+def cancel(booking_id: str, revision: str | None) -> None:
+    """Cancel a stay: its code is removed from the lock; prints the enqueue result."""
+    from jobs.enqueue import enqueue_stays
+
+    settings = load_settings()
+    message = {"booking_id": booking_id, "action": "cancel", "revision": revision}
+    [result] = asyncio.run(enqueue_stays([message], settings=settings))
+    click.echo(json.dumps(result.as_dict()))
+    sys.exit(1 if result.result == "invalid" else 0)
 
 
 @main.command()
@@ -190,15 +215,20 @@ def stats(as_json: bool) -> None:
     try:
         found = asyncio.run(read_stats(settings))
     except (RedisError, OSError) as exc:
-        click.echo(f"codeprov: cannot read Redis at {mask_url(settings.redis_url)}: {exc}",
-                   err=True)
+        click.echo(
+            f"codeprov: cannot read Redis at {mask_url(settings.redis_url)}: {exc}", err=True
+        )
         sys.exit(1)
     click.echo(json.dumps(found.as_dict()) if as_json else render_table(found))
 
 
 @main.command()
-@click.option("--max-age", type=float, default=None,
-              help="Oldest acceptable heartbeat, in seconds [default: 3 x the beat interval].")
+@click.option(
+    "--max-age",
+    type=float,
+    default=None,
+    help="Oldest acceptable heartbeat, in seconds [default: 3 x the beat interval].",
+)
 def health(max_age: float | None) -> None:
     """Exit 0 if this container's worker beat recently (its heartbeat file), else 1."""
     from worker.health import MISSED_BEATS, check, heartbeat_file, heartbeat_interval
@@ -217,8 +247,13 @@ def health(max_age: float | None) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=9100, show_default=True, type=int)
-@click.option("--stays-every", default=60.0, show_default=True, type=float,
-              help="Seconds between recounts of stays per state (a scan of every stay record).")
+@click.option(
+    "--stays-every",
+    default=60.0,
+    show_default=True,
+    type=float,
+    help="Seconds between recounts of stays per state (a scan of every stay record).",
+)
 def metrics(host: str, port: int, stays_every: float) -> None:
     """Serve /metrics (Prometheus) and /due (JSON, for KEDA's metrics-api scaler)."""
     from worker.stats import serve_metrics

@@ -22,7 +22,7 @@ from arq.cron import cron
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
-from jobs.pipeline import JobInfo, advance_stay
+from jobs.pipeline import JobInfo, StayBusy, advance_stay
 from jobs.reconcile import reconcile
 from jobs.state import Failure, Phase, StayStore
 from worker.deps import Clock, Deps, utcnow
@@ -95,7 +95,11 @@ async def advance_stay_job(
         await _reject(deps, job, "job arguments must be exactly booking_id (str) and seq (int)")
         return
     try:
-        await advance_stay(deps, booking_id, seq, job)
+        # Our own limit, below arq's job_timeout: arq's timeout is terminal, ours is retried.
+        async with asyncio.timeout(deps.settings.job_timeout * 0.9):
+            await advance_stay(deps, booking_id, seq, job)
+    except StayBusy:
+        raise Retry(defer=1.0) from None  # another step of this stay holds its lock
     except InvalidInput as exc:  # a stored state record that no longer validates
         get_logger(booking_id=booking_id, job_id=job.job_id).error("job.rejected", reason=str(exc))
     except Exception as exc:
@@ -195,7 +199,7 @@ def make_worker(
 
     return Worker(
         functions=[
-            func(advance_stay_job, name=STEP_FUNCTION, max_tries=50),
+            func(advance_stay_job, name=STEP_FUNCTION, max_tries=100),
             func(reject_job, name=REJECT_FUNCTION, max_tries=1),
         ],
         cron_jobs=[

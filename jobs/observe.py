@@ -1,0 +1,126 @@
+"""Reading a code's health: transitions to log, scheduled or not, when to look again."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from jobs.classify import Severity, classify
+from jobs.state import Phase, StayState
+from jobs.step import Step, elapsed
+from jobs.transitions import Transition, current, diff, snapshot
+from worker.limiter import backoff
+from worker.logs import mask_pin
+from worker.seam_models import AccessCode
+
+
+def observe(step: Step, code: AccessCode) -> None:
+    s, now = step.state, step.now
+    s.checks += 1
+    s.code = code.code or s.code
+    seen = current(code, now)
+    snaps = {"error": s.errors, "warning": s.warnings, "mutation": s.mutations}
+    for kind, before in snaps.items():
+        for t in diff(kind, before, seen[kind]):
+            _log_transition(step, t)
+    s.errors = snapshot(seen["error"], s.errors)
+    s.warnings = snapshot(seen["warning"], s.warnings)
+    s.mutations = snapshot(seen["mutation"], s.mutations)
+    terminal = sorted(c for c in s.errors if classify(c) is Severity.TERMINAL)
+    if code.is_scheduled and not s.to_delete:
+        _scheduled(step, code)
+    elif terminal:
+        step.fail(
+            terminal[0], seen["error"][terminal[0]][0] or "Seam reports an error a person must fix"
+        )
+    else:
+        s.state = Phase.WAITING
+        schedule_check(step, code.deferred_until)
+
+
+def _scheduled(step: Step, code: AccessCode) -> None:
+    s = step.state
+    s.state, s.scheduled_at = Phase.SCHEDULED, step.now
+    pin = s.code if step.deps.settings.log_pins else mask_pin(s.code)
+    step.emit(
+        "info",
+        "access_code.scheduled",
+        access_code_id=code.access_code_id,
+        code=pin,
+        checks=s.checks,
+        elapsed_s=elapsed(s, step.now),
+    )
+
+
+def _log_transition(step: Step, t: Transition) -> None:
+    fields: dict[str, Any] = {
+        "access_code_id": step.state.access_code_id,
+        f"{t.kind}_code": t.code,
+        "message": t.message or None,
+    }
+    if t.kind == "error":
+        fields["severity"] = classify(t.code).value
+    if not t.added and t.since is not None:
+        fields["duration_s"] = round((step.now - t.since).total_seconds(), 3)
+    step.emit(t.level, t.event, **fields)
+
+
+def schedule_check(step: Step, deferred_until: datetime | None = None) -> None:
+    cfg, s = step.deps.settings, step.state
+    if deferred_until is not None and deferred_until > step.now:
+        # Seam said when it starts loading the code: look then, not every few minutes for weeks.
+        step.later((deferred_until - step.now).total_seconds() + cfg.poll_initial)
+        return
+    step.later(
+        backoff(
+            max(0, s.checks - 1),
+            base=cfg.poll_initial,
+            cap=cfg.poll_max,
+            factor=cfg.poll_factor,
+            jitter=cfg.poll_jitter,
+        )
+    )
+
+
+def deadline(s: StayState, grace: float) -> datetime:
+    """When waiting ends as failed: `grace` after starts_at, enqueue or the last change."""
+    start = max(s.stay.starts_at or s.enqueued_at, s.enqueued_at, s.changed_at or s.enqueued_at)
+    return start + timedelta(seconds=grace)
+
+
+def check_deadline(step: Step) -> None:
+    s = step.state
+    if s.cancel_requested or (s.access_code_id is None and s.to_delete):
+        return  # removing codes has no deadline: it ends when the lock confirms
+    due = deadline(s, step.deps.settings.schedule_deadline)
+    if step.now < due:
+        if step.next_at is not None and step.next_at > due:
+            step.next_at = due  # look once more exactly at the deadline
+        return
+    problems = ", ".join(sorted(s.errors) + sorted(s.warnings)) or "none reported"
+    step.fail(
+        "not_scheduled_in_time",
+        f"the code was not scheduled on the lock by {due.isoformat()} "
+        f"(Seam errors/warnings: {problems})",
+    )
+
+
+def check_at_risk(step: Step) -> None:
+    s, margin = step.state, step.deps.settings.at_risk_margin
+    starts = s.stay.starts_at
+    if s.at_risk_logged or starts is None or s.cancel_requested:
+        return
+    risk_at = starts - timedelta(seconds=margin)
+    if step.now < risk_at:
+        if step.next_at is not None and step.next_at > risk_at:
+            step.next_at = risk_at  # look again when the stay becomes at risk
+        return
+    s.at_risk_logged = True
+    step.emit(
+        "warning",
+        "provisioning.at_risk",
+        access_code_id=s.access_code_id,
+        starts_at=starts.isoformat(),
+        errors=sorted(s.errors) or None,
+        message="guest arrival is near and the code is not yet on the lock",
+    )

@@ -1,0 +1,96 @@
+"""Getting a code onto the lock: adopt the stay's code if it exists, else generate and create.
+
+A stay never gets two codes: the intent to create is recorded before the POST, and a step that
+finds that intent without a recorded code looks for the code by name before creating again.
+"""
+
+from __future__ import annotations
+
+from jobs.state import Applied, Phase
+from jobs.step import Step
+from worker.errors import RateLimitWait, SeamConflict
+from worker.seam_models import AccessCode
+
+
+async def provision(step: Step) -> AccessCode | None:
+    s, seam, stay = step.state, step.deps.seam, step.state.stay
+    s.state = Phase.PROVISIONING
+    if s.create_sent:
+        # A create may have reached Seam without us recording it: look before creating again.
+        found = await find_by_name(step, stay.device_id, stay.code_name)
+        if found is not None:
+            return adopt(step, found, adopted=True)
+    if s.code is None:
+        generated = await seam.generate_code(stay.device_id)
+        ready = generated.as_access_code()
+        if ready is not None:
+            # Seam made this code itself: what it holds is what its fields say.
+            seen = Applied(
+                device_id=ready.device_id,
+                starts_at=ready.starts_at,
+                ends_at=ready.ends_at,
+                name=ready.name or stay.code_name,
+            )
+            return adopt(step, ready, adopted=False, applied=seen)
+        s.code = generated.code
+    return await _create(step)
+
+
+async def find_by_name(step: Step, device_id: str, name: str) -> AccessCode | None:
+    for existing in await step.deps.seam.list_access_codes(device_id):
+        if existing.name == name:
+            return existing
+    return None
+
+
+async def _create(step: Step) -> AccessCode | None:
+    s, stay = step.state, step.state.stay
+    # Record the intent before the POST; a cancel committed before this point wins (CAS).
+    s.create_sent, s.requested = True, Applied.of(stay)
+    if not await step.deps.store.commit(s, expected_seq=s.seq):
+        return None
+    try:
+        created = await step.deps.seam.create_access_code(
+            stay.device_id,
+            code=s.code or "",
+            name=stay.code_name,
+            starts_at=stay.starts_at,
+            ends_at=stay.ends_at,
+        )
+    except RateLimitWait:
+        s.create_sent = False  # the limiter held it back: nothing reached Seam
+        raise
+    except SeamConflict as exc:
+        s.pin_conflicts += 1
+        s.code, s.create_sent = None, False
+        step.emit(
+            "warning",
+            "access_code.pin_conflict",
+            device_id=stay.device_id,
+            seam_request_id=exc.request_id,
+            attempt=s.pin_conflicts,
+        )
+        if s.pin_conflicts >= step.deps.settings.max_pin_attempts:
+            step.fail("pin_conflicts", f"{s.pin_conflicts} generated PINs were already on the lock")
+        step.later(0)
+        return None
+    return adopt(step, created, adopted=False)
+
+
+def adopt(
+    step: Step, code: AccessCode, *, adopted: bool, applied: Applied | None = None
+) -> AccessCode:
+    s = step.state
+    s.access_code_id = code.access_code_id
+    s.code = code.code or s.code
+    s.state = Phase.WAITING
+    # What the create asked for (Seam may round times in its echo: never compare with those).
+    s.applied = applied or s.requested or Applied.of(s.stay)
+    step.emit(
+        "info",
+        "access_code.created",
+        device_id=code.device_id,
+        access_code_id=code.access_code_id,
+        adopted=adopted,
+    )
+    return code

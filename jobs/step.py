@@ -1,0 +1,54 @@
+"""The working copy of one step: the stay's state, what happened, and when to look next."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from jobs.payload import Stay
+from jobs.state import Failure, Phase, StayState
+from worker.deps import Deps
+from worker.logs import flat
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    job_id: str
+    job_try: int = 1
+
+
+@dataclass
+class Step:
+    deps: Deps
+    state: StayState
+    job: JobInfo
+    now: datetime
+    events: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    next_at: datetime | None = None
+
+    @property
+    def stay(self) -> Stay:
+        return self.state.stay
+
+    def emit(self, level: str, event: str, **fields: Any) -> None:
+        """Queue a log event; it is written only if the step's state commits."""
+        self.events.append((level, event, flat(fields)))
+
+    def fail(self, reason: str, message: str) -> None:
+        self.state.state = Phase.FAILED
+        self.state.failure = Failure(reason=reason, message=message)
+        self.emit("error", "provisioning.failed", reason=reason, message=message)
+
+    def later(self, seconds: float) -> None:
+        """Look again in `seconds` (the earliest of several requests wins)."""
+        at = self.now + timedelta(seconds=max(0.0, seconds))
+        self.next_at = at if self.next_at is None else min(self.next_at, at)
+
+
+def until(at: datetime | None, now: datetime) -> float:
+    return 0.0 if at is None else max(0.0, (at - now).total_seconds())
+
+
+def elapsed(s: StayState, now: datetime) -> float:
+    return round((now - s.enqueued_at).total_seconds(), 3)
