@@ -236,6 +236,7 @@ def test_sigkilled_workers_lose_and_double_nothing(
         server.cleanup()
     assert cluster is not None
     held_last = len(held_at_death(cluster.dead[-1])) if cluster.dead else 0
+    print([len(held_at_death(v)) for v in cluster.dead], [str(v.log) for v in cluster.dead][-1:])
     found = figures(states, stats, kills, last_kill, recovery_times(cluster), held_last)
     print("\nchaos figures:", json.dumps(found, indent=1))
     for name, value in found.items():

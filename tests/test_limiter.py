@@ -43,7 +43,7 @@ async def test_two_limiters_share_one_budget(redis: Redis) -> None:
 
 async def test_denied_request_spends_nothing(redis: Redis) -> None:
     """A refused request leaves every bucket as it was."""
-    lim = limiter(redis, per_second=1000, burst=10, creates_per_minute=1)
+    lim = limiter(redis, per_second=1, burst=10, creates_per_minute=1)  # TATs live for seconds
     assert await lim.try_acquire(Operation.CREATE, "lock-1") == 0
     assert await lim.try_acquire(Operation.CREATE, "lock-1") > 50  # device budget: 1/min
     tat_before = await redis.get("codeprov:rl:workspace")
