@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -107,6 +108,17 @@ def start_workers(
             processes.append(subprocess.Popen(list(command), env={**env, **own}, cwd=ROOT,
                                               stdout=log, stderr=subprocess.STDOUT))
     return processes
+
+
+def wait_started(processes: Sequence[subprocess.Popen[bytes]], log_dir: Path,
+                 timeout: float = 60) -> None:
+    """Until every worker has written its heartbeat file (it does so once connected)."""
+    deadline = time.monotonic() + timeout
+    beats = [log_dir / f"heartbeat-{i}" for i in range(len(processes))]
+    while not all(b.exists() for b in beats):
+        if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+            raise RuntimeError(f"workers did not start; see the worker-*.log files in {log_dir}")
+        time.sleep(0.05)
 
 
 def stop(processes: Sequence[subprocess.Popen[Any]], timeout: float = 10.0) -> list[int]:

@@ -60,7 +60,7 @@ SCENARIO = {
 }
 SETTINGS = dict(
     job_timeout=JOB_TIMEOUT, http_timeout=1.0, poll_initial=0.3, poll_max=1.0,
-    transient_backoff_max=2.0, rate_per_second=60, rate_burst=10,
+    transient_backoff_max=2.0, rate_per_second=40, rate_burst=10,
     device_creates_per_minute=6000, shutdown_wait=2, log_format="json", log_level="info",
 )
 # arq's own start/end lines: "→ <job_id>:<function>(...)", "← <ref> ● ...", "↻ <ref> retrying".
@@ -236,7 +236,6 @@ def test_sigkilled_workers_lose_and_double_nothing(
         server.cleanup()
     assert cluster is not None
     held_last = len(held_at_death(cluster.dead[-1])) if cluster.dead else 0
-    print([len(held_at_death(v)) for v in cluster.dead], [str(v.log) for v in cluster.dead][-1:])
     found = figures(states, stats, kills, last_kill, recovery_times(cluster), held_last)
     print("\nchaos figures:", json.dumps(found, indent=1))
     for name, value in found.items():

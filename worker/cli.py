@@ -48,15 +48,20 @@ def main() -> None:
 
 @main.command()
 @click.option(
-    "--burst", is_flag=True, help="Exit once the queue, deferred checks included, is empty."
+    "--burst",
+    is_flag=True,
+    help="Take in the intake stream, then exit once the queue, deferred checks included, is empty.",
 )
-def worker(burst: bool) -> None:
+@click.option("--no-intake", is_flag=True, help="Do not consume the intake stream (jobs only).")
+def worker(burst: bool, no_intake: bool) -> None:
     """Run a worker (configuration from the environment, see README)."""
     from worker.runtime import run_worker
 
     settings = load_settings()
     if not settings.seam_api_key.get_secret_value():
         raise click.UsageError("SEAM_API_KEY is not set: the worker needs a Seam API key")
+    if no_intake:
+        settings = settings.model_copy(update={"intake": False})
     _configure_logging(settings)
     run_worker(settings, burst=burst)
 

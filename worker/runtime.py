@@ -22,18 +22,20 @@ from arq.cron import cron
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
+from jobs.intake import Intake
 from jobs.pipeline import JobInfo, StayBusy, advance_stay
 from jobs.reconcile import reconcile
 from jobs.state import Failure, Phase, StayStore
 from worker.deps import Clock, Deps, utcnow
 from worker.errors import InvalidInput
-from worker.health import start_heartbeat, touch
+from worker.health import new_worker_id, start_heartbeat, touch
 from worker.limiter import Budgets, Limiter, Operation, Rate, backoff
 from worker.logs import get_logger
 from worker.queue import (
     RECONCILE_FUNCTION,
     REJECT_FUNCTION,
     STEP_FUNCTION,
+    connect,
     deserialize,
     redis_settings,
     serialize,
@@ -150,6 +152,39 @@ async def reconcile_job(ctx: dict[str, Any]) -> int:
     return len(found)
 
 
+def intake_for(settings: Settings, pool: ArqRedis, consumer: str, clock: Clock) -> Intake:
+    return Intake(
+        pool,
+        consumer,
+        clock,
+        prefix=settings.key_prefix,
+        batch=settings.intake_batch,
+        claim_idle=settings.intake_claim_idle,
+    )
+
+
+async def _start_intake(stack: AsyncExitStack, intake: Intake) -> None:
+    await intake.ensure_group()
+    task = asyncio.create_task(intake.run(), name=f"codeprov-intake-{intake.consumer}")
+
+    async def stop() -> None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    stack.push_async_callback(stop)
+
+
+async def drain_intake(settings: Settings) -> int:
+    """Take in every intake entry there is now (what `worker --burst` does first)."""
+    pool = await connect(settings)
+    try:
+        intake = intake_for(settings, pool, f"burst-{new_worker_id()}", utcnow)
+        await intake.ensure_group()
+        return await intake.drain()
+    finally:
+        await pool.aclose()
+
+
 def make_worker(
     settings: Settings,
     *,
@@ -171,6 +206,8 @@ def make_worker(
         stack.push_async_callback(deps.seam.aclose)
         heartbeat = await start_heartbeat(pool, settings.key_prefix)
         stack.push_async_callback(heartbeat.stop)
+        if settings.intake:
+            await _start_intake(stack, intake_for(settings, pool, heartbeat.worker_id, clock))
         ctx[_DEPS] = deps
         get_logger().info(
             "worker.started",
@@ -247,7 +284,11 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
         started = time.monotonic()
         worker = make_worker(settings, burst=burst, orphaned=orphaned, running=running)
         try:
+            if burst and settings.intake:
+                loop.run_until_complete(drain_intake(settings))
             worker.run()
+            if burst and settings.intake and _intake_waiting(settings):
+                continue  # entries arrived while the burst ran: take them in, run again
             return
         except (RedisError, ConnectionError, TimeoutError) as exc:
             # WatchError too: redis-py raises it for a connection lost during WATCH.
@@ -264,6 +305,28 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
             _sleep_alive(delay)
         finally:
             _close_loop(loop)
+
+
+def _intake_waiting(settings: Settings) -> bool:
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(_intake_has_entries(settings))
+    finally:
+        loop.close()
+
+
+async def _intake_has_entries(settings: Settings) -> bool:
+    """Pending, or not yet delivered to the group (Redis 6.2 has no `lag`: compare ids)."""
+    pool = await connect(settings)
+    key = f"{settings.key_prefix}:intake"
+    try:
+        last = (await pool.xinfo_stream(key))["last-generated-id"]
+        groups = await pool.xinfo_groups(key)
+        return any(g["pending"] or g["last-delivered-id"] != last for g in groups)
+    except RedisError:
+        return False
+    finally:
+        await pool.aclose()
 
 
 def _close_loop(loop: asyncio.AbstractEventLoop) -> None:

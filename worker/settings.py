@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     rate_max_sleep: float = Field(2.0, ge=0)
 
     results_maxlen: int = Field(100_000, ge=100)
+    intake: bool = True  # consume the intake stream in this worker
+    intake_claim_idle: float = Field(60.0, gt=0)
+    intake_batch: int = Field(100, ge=1, le=10_000)
     log_format: Literal["json", "console", "auto"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_pins: bool = False

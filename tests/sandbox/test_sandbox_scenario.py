@@ -63,7 +63,7 @@ def test_unparsable_file_and_unknown_name(tmp_path: Path) -> None:
     path.write_text("devices: [\n")
     with pytest.raises(ScenarioError, match="not valid YAML"):
         load_scenario(path)
-    with pytest.raises(ScenarioError, match="built-in scenarios: .*default"):
+    with pytest.raises(ScenarioError, match=r"built-in scenarios: .*default"):
         load_scenario("nope")
 
 
