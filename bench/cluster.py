@@ -46,7 +46,10 @@ def serve_sandbox(scenario: Mapping[str, Any], directory: Path, seed: int = 0) -
     path = directory / "scenario.json"
     path.write_text(json.dumps(scenario))
     command = [CODEPROV, "sandbox", "--port", "0", "--scenario", str(path), "--seed", str(seed)]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+    # Its stderr to a file: uvicorn logs a traceback for each request cut off by a worker's stop.
+    with (directory / "sandbox.log").open("w") as log, subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=log, text=True
+    ) as process:
         try:
             assert process.stdout is not None
             line = _read_line(process.stdout, timeout=20)

@@ -1,17 +1,19 @@
 """`python -m bench ratelimit`: one shared budget across 1-8 worker processes, against a baseline.
 
-For each implementation and each worker count, on a fresh sandbox and a flushed Redis: enqueue a
-backlog, start N worker processes, let them run `--duration` seconds past a warm-up, stop them.
-The sandbox enforces a per-key token bucket of R requests/s, so going over R costs 429s.
+For each implementation and each worker count, on a fresh sandbox and a flushed Redis: start N
+worker processes, enqueue a backlog once they are up, measure `--duration` seconds after a
+warm-up, stop them. The sandbox's per-key token bucket allows R requests/s (`--seam-rate`) with
+a small burst (`--sandbox-burst`), so going over R costs 429s (with Retry-After).
 
 - codeprov: `codeprov worker`, the limiter shared through Redis (GCRA on Redis time).
 - per-process: `python -m bench.local_worker`, the same worker with a limiter per process, each
   set to R: what Celery-style per-worker limits do.
 
-Reported per run: the most requests Seam saw in any 1-second window over the whole run (start-up
-included) divided by R; utilisation, the 2xx answers per second over the measured window divided
-by R; the 429s answered during the whole run. The backlog is sized so workers never run dry
-(`backlog_ran_dry` says if they did).
+Reported per run: the most requests the sandbox saw in any 1-second window over the whole run,
+divided by R; utilisation, the 2xx answers per second over the measured window divided by R;
+sent/R, every request (429s too) per second over the window, divided by R; the 429s of the
+whole run and of the window. The backlog is sized so workers never run dry
+(`backlog_ran_dry` says if due work ever ran out during the window).
 """
 
 from __future__ import annotations

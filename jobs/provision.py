@@ -45,36 +45,39 @@ async def find_by_name(step: Step, device_id: str, name: str) -> AccessCode | No
 
 async def _create(step: Step) -> AccessCode | None:
     s, stay = step.state, step.state.stay
+    # A retry keeps the PIN it sent before: if that create landed late, Seam answers 409 and
+    # we adopt it, instead of a second code with another PIN.
+    retry, asked_before = s.create_sent, s.requested
     # Record the intent before the POST; a cancel committed before this point wins (CAS).
     s.create_sent, s.requested = True, Applied.of(stay)
     if not await step.deps.store.commit(s, expected_seq=s.seq):
         return None
     try:
         created = await step.deps.seam.create_access_code(
-            stay.device_id,
-            code=s.code or "",
-            name=stay.code_name,
-            starts_at=stay.starts_at,
-            ends_at=stay.ends_at,
+            stay.device_id, code=s.code or "", name=stay.code_name,
+            starts_at=stay.starts_at, ends_at=stay.ends_at,
         )
     except RateLimitWait:
-        s.create_sent = False  # the limiter held it back: nothing reached Seam
+        s.create_sent = retry  # the limiter held it back: nothing new reached Seam
         raise
     except SeamConflict as exc:
-        s.pin_conflicts += 1
-        s.code, s.create_sent = None, False
-        step.emit(
-            "warning",
-            "access_code.pin_conflict",
-            device_id=stay.device_id,
-            seam_request_id=exc.request_id,
-            attempt=s.pin_conflicts,
-        )
-        if s.pin_conflicts >= step.deps.settings.max_pin_attempts:
-            step.fail("pin_conflicts", f"{s.pin_conflicts} generated PINs were already on the lock")
-        step.later(0)
+        landed = await find_by_name(step, stay.device_id, stay.code_name) if retry else None
+        if landed is not None:  # the earlier create: it holds what that one asked for
+            return adopt(step, landed, adopted=True, applied=asked_before)
+        _pin_conflict(step, exc)
         return None
     return adopt(step, created, adopted=False)
+
+
+def _pin_conflict(step: Step, exc: SeamConflict) -> None:
+    s = step.state
+    s.pin_conflicts += 1
+    s.code, s.create_sent, s.requested = None, False, None
+    step.emit("warning", "access_code.pin_conflict", device_id=s.stay.device_id,
+              seam_request_id=exc.request_id, attempt=s.pin_conflicts)
+    if s.pin_conflicts >= step.deps.settings.max_pin_attempts:
+        step.fail("pin_conflicts", f"{s.pin_conflicts} generated PINs were already on the lock")
+    step.later(0)
 
 
 def adopt(
