@@ -88,9 +88,11 @@ def configure(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # httpx logs every request at INFO: that is our job (seam.* events), keep it quiet.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # httpx logs every request and arq every job start/end at INFO: two lines per poll of every
+    # stay. Our own events say what changed; show theirs only when debugging.
+    quiet = logging.DEBUG if level.lower() == "debug" else logging.WARNING
+    for name in ("httpx", "httpcore", "arq.worker", "arq.jobs"):
+        logging.getLogger(name).setLevel(quiet)
 
 
 def _stdlib_event(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
