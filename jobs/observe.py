@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -9,7 +10,6 @@ from jobs.classify import Severity, classify
 from jobs.state import Phase, StayState
 from jobs.step import Step, elapsed
 from jobs.transitions import Transition, current, diff, snapshot
-from worker.limiter import backoff
 from worker.logs import mask_pin
 from worker.seam_models import AccessCode
 
@@ -41,6 +41,8 @@ def observe(step: Step, code: AccessCode) -> None:
 def _scheduled(step: Step, code: AccessCode) -> None:
     s = step.state
     s.state, s.scheduled_at = Phase.SCHEDULED, step.now
+    if s.programming_since is not None:
+        step.learned = (step.now - s.programming_since).total_seconds()
     pin = s.code if step.deps.settings.log_pins else mask_pin(s.code)
     step.emit(
         "info",
@@ -66,20 +68,25 @@ def _log_transition(step: Step, t: Transition) -> None:
 
 
 def schedule_check(step: Step, deferred_until: datetime | None = None) -> None:
+    """Look again at geometric times from when programming began: E, E·r, E·r², …
+
+    E is the lock's learned programming time (poll_initial until one is known), so most codes
+    are seen scheduled at the first or second look, and late by at most (r - 1) of their time.
+    """
     cfg, s = step.deps.settings, step.state
+    expected = step.expected or cfg.poll_initial
     if deferred_until is not None and deferred_until > step.now:
         # Seam said when it starts loading the code: look then, not every few minutes for weeks.
-        step.later((deferred_until - step.now).total_seconds() + cfg.poll_initial)
+        s.programming_since = deferred_until
+        step.later((deferred_until - step.now).total_seconds() + expected)
         return
-    step.later(
-        backoff(
-            max(0, s.checks - 1),
-            base=cfg.poll_initial,
-            cap=cfg.poll_max,
-            factor=cfg.poll_factor,
-            jitter=cfg.poll_jitter,
-        )
-    )
+    since = s.programming_since or step.now
+    gone = (step.now - since).total_seconds()
+    wait = expected
+    while wait <= gone + 0.05:
+        wait = wait * cfg.poll_factor if cfg.poll_factor > 1 else wait + expected
+    delay = min(wait - gone, cfg.poll_max)
+    step.later(delay * (1 + cfg.poll_jitter * random.random()))
 
 
 def deadline(s: StayState, grace: float) -> datetime:

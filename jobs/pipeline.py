@@ -30,6 +30,8 @@ from worker.queue import enqueue_step
 
 __all__ = ["JobInfo", "StayBusy", "advance_stay"]
 
+# Detection comes up to (r - 1) after the real moment: fold in a little less than we saw.
+LEARN_DISCOUNT = 0.9
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -65,6 +67,7 @@ async def advance_stay(deps: Deps, booking_id: str, seq: int, job: JobInfo) -> N
         if state is None or state.state.is_final or state.seq != seq:
             return
         step = Step(deps, state.model_copy(deep=True), job, deps.clock())
+        step.expected = await deps.latency.expected(state.stay.device_id)
         await _run(step)
         await _finish(step, expected_seq=seq)
     finally:
@@ -155,3 +158,5 @@ async def _finish(step: Step, expected_seq: int) -> None:
         await enqueue_step(
             step.deps.redis, s.booking_id, s.seq, delay=until(s.next_check_at, step.now)
         )
+    if step.learned is not None:
+        await step.deps.latency.record(s.stay.device_id, step.learned * LEARN_DISCOUNT)

@@ -87,6 +87,7 @@ class StayState(BaseModel):
     to_delete: list[CodeRef] = Field(default_factory=list)
     previous: CodeRef | None = None  # the code a move left behind, for the outcome
     changed_at: datetime | None = None
+    programming_since: datetime | None = None  # when the lock started on the current change
     state: Phase = Phase.QUEUED
     seq: int = 0
     access_code_id: str | None = None

@@ -26,6 +26,8 @@ class Step:
     now: datetime
     events: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     next_at: datetime | None = None
+    expected: float | None = None  # the lock's learned programming time, seconds
+    learned: float | None = None  # a programming time observed by this step
 
     @property
     def stay(self) -> Stay:

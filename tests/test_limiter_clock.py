@@ -1,16 +1,14 @@
 """The GCRA limiter's arithmetic: exact on an injected clock, bounded on Redis server time.
 
-The Lua script reads Redis TIME, so the exact tests need `Limiter(..., now_ms=clock)` (the
-script then takes the time as its last ARGV). Until that lands they are skipped; the tests on
-real time below them run either way.
+With `Limiter(..., now_ms=clock)` the Lua script takes the time as its last ARGV instead of
+reading Redis TIME, so the first group of tests can check the arithmetic to the millisecond.
+The second group runs on Redis's own clock and checks bounds that hold whatever the timing.
 """
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 import pytest
@@ -20,9 +18,6 @@ from worker.limiter import Budgets, Limiter, Operation, Rate
 
 pytestmark = pytest.mark.anyio
 
-HAS_CLOCK = "now_ms" in inspect.signature(Limiter.__init__).parameters
-needs_clock = pytest.mark.skipif(
-    not HAS_CLOCK, reason="needs Limiter(now_ms=...), the injectable clock proposed in issue 4")
 WORKSPACE = "codeprov:rl:workspace"
 MINUTE = 60_000
 
@@ -43,8 +38,7 @@ class FakeClock:
 def limiter(redis: Redis, workspace: Rate, creates: Rate | None = None,
             clock: FakeClock | None = None) -> Limiter:
     budgets = Budgets(workspace, {Operation.CREATE: creates} if creates else {})
-    clocked: dict[str, Any] = {} if clock is None else {"now_ms": clock}
-    return Limiter(redis, budgets, max_sleep=5.0, **clocked)
+    return Limiter(redis, budgets, max_sleep=5.0, now_ms=clock)
 
 
 async def grant_times(lim: Limiter, clock: FakeClock, n: int) -> list[int]:
@@ -67,7 +61,6 @@ def most_in_any_second(times: list[int]) -> int:
 # --- Exact, on an injected clock -----------------------------------------------------------
 
 
-@needs_clock
 async def test_sustained_rate_is_exact_over_many_requests(redis: Redis) -> None:
     """At 10/s with burst 1, grant k comes exactly k x 100 ms after the first, for 500 grants."""
     clock = FakeClock()
@@ -75,7 +68,6 @@ async def test_sustained_rate_is_exact_over_many_requests(redis: Redis) -> None:
     assert times == [100 * k for k in range(500)]
 
 
-@needs_clock
 async def test_a_request_one_millisecond_early_is_refused(redis: Redis) -> None:
     """The wait returned is exact: 1 ms before it the answer is still 'wait 1 ms'."""
     clock = FakeClock()
@@ -87,7 +79,6 @@ async def test_a_request_one_millisecond_early_is_refused(redis: Redis) -> None:
     assert await lim.try_acquire(Operation.READ) == 0
 
 
-@needs_clock
 async def test_burst_then_one_per_interval(redis: Redis) -> None:
     """Burst 5 at 10/s: five grants at once, then one every 100 ms."""
     clock = FakeClock()
@@ -95,7 +86,6 @@ async def test_burst_then_one_per_interval(redis: Redis) -> None:
     assert times == [0, 0, 0, 0, 0, 100, 200, 300]
 
 
-@needs_clock
 async def test_idle_time_banks_no_more_than_the_burst(redis: Redis) -> None:
     """After a minute idle, burst 5 still allows only five back-to-back requests."""
     clock = FakeClock()
@@ -106,7 +96,6 @@ async def test_idle_time_banks_no_more_than_the_burst(redis: Redis) -> None:
     assert waits == [0, 0, 0, 0, 0, pytest.approx(0.1)]
 
 
-@needs_clock
 @pytest.mark.parametrize("per_second", [3, 7, 9, 10, 12, 30, 45])
 async def test_never_more_than_the_budget_in_any_second(redis: Redis, per_second: int) -> None:
     """With burst 1, no 1-second window ever holds more than the budget, whatever the rate.
@@ -119,7 +108,6 @@ async def test_never_more_than_the_budget_in_any_second(redis: Redis, per_second
     assert per_second - 1 <= most_in_any_second(times) <= per_second
 
 
-@needs_clock
 async def test_all_buckets_or_none(redis: Redis) -> None:
     """A create refused by its device's bucket spends nothing from the workspace's."""
     clock = FakeClock()
@@ -132,7 +120,6 @@ async def test_all_buckets_or_none(redis: Redis) -> None:
     assert await lim.try_acquire(Operation.CREATE, "lock-2") == 0
 
 
-@needs_clock
 async def test_wait_is_the_longest_of_the_buckets(redis: Redis) -> None:
     """Refused by two buckets, the answer is the later of their two times."""
     clock = FakeClock()
@@ -143,7 +130,6 @@ async def test_wait_is_the_longest_of_the_buckets(redis: Redis) -> None:
     assert await lim.try_acquire(Operation.CREATE, "lock-2") == pytest.approx(0.05)
 
 
-@needs_clock
 async def test_penalty_blocks_every_bucket_and_spends_nothing(redis: Redis) -> None:
     """During a penalty every request waits for it, and no token is taken meanwhile."""
     clock = FakeClock()
@@ -153,7 +139,6 @@ async def test_penalty_blocks_every_bucket_and_spends_nothing(redis: Redis) -> N
     assert not await redis.exists(WORKSPACE, "codeprov:rl:device:create:lock-1")
 
 
-@needs_clock
 async def test_after_a_penalty_the_budget_resumes_without_a_burst(redis: Redis) -> None:
     """When a penalty ends, waiting workers are let through one interval apart, not at once."""
     clock = FakeClock()
@@ -255,9 +240,6 @@ async def test_workspace_penalty_holds_device_writes_too(redis: Redis) -> None:
     assert 4 < await lim.try_acquire(Operation.CREATE, "lock-1") <= 5
 
 
-@pytest.mark.xfail(
-    Rate(3).interval_ms * 3 < 1000, strict=True,
-    reason="Rate.interval_ms rounds to the nearest ms; 3/s gives 333 ms, so 4 fit in 1 s")
 def test_interval_never_lets_more_than_the_budget_into_its_period() -> None:
     """For every whole budget of 1-2000 per second or per minute, count intervals fill the
     period: the limiter never rounds its way above the budget."""

