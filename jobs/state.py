@@ -195,7 +195,7 @@ class StayStore:
 
 
 def _dump(state: StayState) -> str:
-    return state.model_dump_json(exclude_defaults=False)
+    return state.model_dump_json(exclude_defaults=True)  # small records: ~1 KB per stay matters
 
 
 def _load(raw: bytes | str, booking_id: str) -> StayState:
