@@ -55,3 +55,18 @@ def test_job_ids_are_deterministic() -> None:
 def test_deeply_nested_payload_is_rejected() -> None:
     """JSON nested deep enough to exhaust the parser is rejected, not raised."""
     assert "nested too deeply" in deserialize(b"[" * 60_000)["k"]["reason"]
+
+
+def test_scheduled_rules_for_servers_without_scheduling_fields() -> None:
+    """Without the flag and pending_mutations (Seam's fake), status decides: set, or unset."""
+    from worker.seam_models import AccessCode
+
+    base = {"access_code_id": "a", "device_id": "d"}
+    legacy = AccessCode.model_validate({**base, "status": "unset", "type": "time_bound"})
+    assert legacy.is_scheduled
+    assert not AccessCode.model_validate({**base, "status": "setting", "type": "ongoing"}).is_scheduled
+    modern = {**base, "status": "unset", "type": "time_bound", "pending_mutations": []}
+    assert not AccessCode.model_validate({**modern, "is_scheduled_on_device": False}).is_scheduled
+    assert AccessCode.model_validate({**modern, "is_scheduled_on_device": True}).is_scheduled
+    pending = {**modern, "pending_mutations": [{"mutation_code": "creating"}]}
+    assert not AccessCode.model_validate({**pending, "is_scheduled_on_device": True}).is_scheduled

@@ -59,12 +59,23 @@ class AccessCode(_Tolerant):
         return [] if value is None else value
 
     @property
+    def reports_scheduling(self) -> bool:
+        """Whether this server tells scheduling at all (Seam's fake and older APIs do not)."""
+        return bool({"pending_mutations", "is_scheduled_on_device"} & self.model_fields_set)
+
+    @property
     def is_scheduled(self) -> bool:
-        """The flag is true (or, where a server omits it, status `set`), and nothing is pending."""
+        """On the lock's schedule: the flag (or status `set`), and nothing pending.
+
+        A server that reports neither field gets the older status semantics: `set`, or `unset`
+        for a time-bound code (loaded and waiting for its window).
+        """
         if self.pending_mutations:
             return False
         if self.is_scheduled_on_device is not None:
             return self.is_scheduled_on_device or self.status == "set"
+        if not self.reports_scheduling:
+            return self.status == "set" or (self.status == "unset" and self.type == "time_bound")
         return self.status == "set"
 
     @property
