@@ -24,7 +24,7 @@ test: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	for d in $(TEST_DIRS); do MYPYPATH=$$d:. $(BIN)/mypy --strict $$d/*.py || exit 1; done
+	for d in $(TEST_DIRS); do MYPYPATH=$$d:tests:. $(BIN)/mypy --strict $$d/*.py || exit 1; done
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench

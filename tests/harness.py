@@ -145,14 +145,16 @@ def fast_latency(seconds: float = 0.2) -> Latency:
     return Latency.fixed(seconds)
 
 
-def run_cli(redis_url: str, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+def run_cli(
+    redis_url: str, *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     """`codeprov ARGS` in a subprocess against redis_url, as an operator would run it."""
-    env = {**os.environ, "REDIS_URL": redis_url}
+    full = {**os.environ, **(env or {}), "REDIS_URL": redis_url}
     return subprocess.run(
         [sys.executable, "-m", "worker.cli", *args],
         input=stdin,
         capture_output=True,
-        env=env,
-        timeout=60,
+        env=full,
+        timeout=120,
         check=False,
     )

@@ -64,7 +64,8 @@ def test_scheduled_rules_for_servers_without_scheduling_fields() -> None:
     base = {"access_code_id": "a", "device_id": "d"}
     legacy = AccessCode.model_validate({**base, "status": "unset", "type": "time_bound"})
     assert legacy.is_scheduled
-    assert not AccessCode.model_validate({**base, "status": "setting", "type": "ongoing"}).is_scheduled
+    ongoing = AccessCode.model_validate({**base, "status": "setting", "type": "ongoing"})
+    assert not ongoing.is_scheduled
     modern = {**base, "status": "unset", "type": "time_bound", "pending_mutations": []}
     assert not AccessCode.model_validate({**modern, "is_scheduled_on_device": False}).is_scheduled
     assert AccessCode.model_validate({**modern, "is_scheduled_on_device": True}).is_scheduled

@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from subprocess import CompletedProcess
 
+from harness import run_cli
 from seam_servers import FakeSeam
 
 
-def codeprov(
-    env: dict[str, str], *args: str, stdin: bytes = b""
-) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
-        input=stdin,
-        env=env,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
+def codeprov(env: dict[str, str], *args: str, stdin: bytes = b"") -> CompletedProcess[bytes]:
+    return run_cli(env["REDIS_URL"], *args, stdin=stdin, env=env)
 
 
 def test_enqueue_then_burst_schedules_every_valid_stay(
