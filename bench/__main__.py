@@ -10,6 +10,7 @@ from types import ModuleType
 # name -> module with add_arguments(parser) and run(args) -> int. Add new benchmarks here.
 BENCHMARKS = {
     "ratelimit": "bench.ratelimit",
+    "pipeline": "bench.pipeline",
 }
 
 
@@ -22,9 +23,10 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="benchmark", metavar="NAME")
     for name in BENCHMARKS:
         module = _module(name)
-        summary = (module.__doc__ or "").strip().splitlines()[0]
-        _module(name).add_arguments(sub.add_parser(name, help=summary, description=module.__doc__,
-                                                   formatter_class=argparse.RawDescriptionHelpFormatter))
+        summary = (module.__doc__ or name).strip().splitlines()[0]
+        module.add_arguments(sub.add_parser(
+            name, help=summary, description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter))
     return top
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 from redis.asyncio import Redis
 
-from worker.deps import Deps
 from worker.limiter import Budgets, Limiter, Operation
+from worker.settings import Settings
 
 
 class LocalLimiter(Limiter):
@@ -65,32 +66,28 @@ def _seconds(ms: int) -> float:
     return ms / 1000
 
 
-def use_local_limiter(deps: Deps) -> None:
-    """The `on_deps` hook: swap the shared limiter for a LocalLimiter, in the Seam client too.
-
-    Deps is frozen and SeamClient keeps its limiter private; a benchmark-only shortcut until
-    make_worker takes a limiter factory.
-    """
+def local_limiter(redis: Any, settings: Settings) -> Limiter:
+    """A limiter factory for make_worker: each process keeps its own buckets (the baseline)."""
     from worker.runtime import budgets
 
-    s = deps.settings
-    local = LocalLimiter(deps.redis, budgets(s), prefix=s.key_prefix, max_sleep=s.rate_max_sleep)
-    object.__setattr__(deps, "limiter", local)
-    deps.seam._limiter = local
+    return LocalLimiter(redis, budgets(settings), prefix=settings.key_prefix,
+                        max_sleep=settings.rate_max_sleep)
 
 
 def main() -> None:
-    from worker.cli import _configure_logging, load_settings
+    from worker.cli import load_settings
+    from worker.logs import configure
     from worker.runtime import make_worker
 
     settings = load_settings()
-    _configure_logging(settings)
+    configure(fmt=settings.log_format, level=settings.log_level,
+              secrets=[settings.seam_api_key.get_secret_value()])
     asyncio.set_event_loop(asyncio.new_event_loop())
-    make_worker(settings, on_deps=use_local_limiter).run()
+    make_worker(settings, limiter_factory=local_limiter).run()
 
 
 if __name__ == "__main__":
     main()
 
 
-__all__ = ["LocalLimiter", "use_local_limiter"]
+__all__ = ["LocalLimiter", "local_limiter"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from jobs.state import Applied, Phase
 from jobs.step import Step
-from worker.errors import RateLimitWait, SeamConflict
+from worker.errors import RateLimitWait, SeamConflict, SeamRateLimited
 from worker.seam_models import AccessCode
 
 
@@ -57,8 +57,8 @@ async def _create(step: Step) -> AccessCode | None:
             stay.device_id, code=s.code or "", name=stay.code_name,
             starts_at=stay.starts_at, ends_at=stay.ends_at,
         )
-    except RateLimitWait:
-        s.create_sent = retry  # the limiter held it back: nothing new reached Seam
+    except (RateLimitWait, SeamRateLimited):
+        s.create_sent = retry  # held back by our limiter or refused by Seam's: nothing created
         raise
     except SeamConflict as exc:
         landed = await find_by_name(step, stay.device_id, stay.code_name) if retry else None

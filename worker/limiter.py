@@ -127,15 +127,21 @@ class Limiter:
         return wait_ms / 1000
 
     async def acquire(self, operation: Operation, device_id: str | None = None) -> None:
-        """Wait for a token; raise RateLimitWait if that would mean more than max_sleep."""
+        """Wait for a token; RateLimitWait once the wait would pass max_sleep in all."""
+        waited = 0.0
         while True:
             wait = await self.try_acquire(operation, device_id)
             if wait <= 0:
                 return
-            if wait > self._max_sleep:
+            if waited + wait > self._max_sleep:
+                # Tokens go to whichever waiter asks first, not in turn: without a cap an unlucky
+                # job can lose the race for half a minute while holding its worker slot. Deferred,
+                # it gives the slot back and re-enters the queue in due order.
                 raise RateLimitWait(_scope(operation, device_id), wait)
             # A little jitter so sleepers on one bucket do not wake in lockstep.
-            await self._sleep(wait + random.uniform(0, 0.01))
+            pause = wait + random.uniform(0, 0.01)
+            await self._sleep(pause)
+            waited += pause
 
     async def penalize(self, device_id: str | None, seconds: float) -> None:
         """Pause every worker for this scope (the workspace when device_id is None)."""

@@ -58,19 +58,28 @@ def budgets(settings: Settings) -> Budgets:
     )
 
 
+LimiterFactory = Callable[[ArqRedis, Settings], Limiter]
+
+
+def shared_limiter(redis: ArqRedis, settings: Settings) -> Limiter:
+    """The limiter every worker shares through Redis (benchmarks swap in a per-process one)."""
+    return Limiter(
+        redis, budgets(settings), prefix=settings.key_prefix, max_sleep=settings.rate_max_sleep
+    )
+
+
 def build_deps(
     settings: Settings,
     redis: ArqRedis,
     *,
     seam_transport: httpx.AsyncBaseTransport | None = None,
     clock: Clock = utcnow,
+    limiter_factory: LimiterFactory = shared_limiter,
 ) -> Deps:
     """The one place that wires settings into a Redis pool, a limiter and a Seam client."""
     from worker.seam import SeamClient
 
-    limiter = Limiter(
-        redis, budgets(settings), prefix=settings.key_prefix, max_sleep=settings.rate_max_sleep
-    )
+    limiter = limiter_factory(redis, settings)
     seam = SeamClient(
         settings.seam_endpoint,
         settings.seam_api_key.get_secret_value(),
@@ -195,6 +204,7 @@ def make_worker(
     clock: Clock = utcnow,
     handle_signals: bool = True,
     on_deps: Callable[[Deps], None] | None = None,
+    limiter_factory: LimiterFactory = shared_limiter,
     orphaned: Sequence[str] = (),
     running: set[str] | None = None,
 ) -> Worker:
@@ -203,7 +213,8 @@ def make_worker(
 
     async def startup(ctx: dict[str, Any]) -> None:
         pool: ArqRedis = ctx["redis"]
-        deps = build_deps(settings, pool, seam_transport=seam_transport, clock=clock)
+        deps = build_deps(settings, pool, seam_transport=seam_transport, clock=clock,
+                          limiter_factory=limiter_factory)
         stack.push_async_callback(deps.seam.aclose)
         heartbeat = await start_heartbeat(pool, settings.key_prefix)
         stack.push_async_callback(heartbeat.stop)

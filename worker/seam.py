@@ -34,6 +34,9 @@ from worker.seam_models import AccessCode, GeneratedCode
 
 M = TypeVar("M", AccessCode, GeneratedCode)
 
+# How long a 429 on a write pauses the whole workspace (its device waits out all of the pause).
+WRITE_429_PAUSE = 1.0
+
 _BY_STATUS: dict[int, type[SeamClientError]] = {
     400: SeamInvalidInput,
     401: SeamUnauthorized,
@@ -147,15 +150,19 @@ class SeamClient:
     async def _share_penalty(
         self, exc: SeamRateLimited, operation: Operation, device_id: str | None
     ) -> None:
-        # A 429 on a write is most likely the per-device budget; on a read, the workspace's.
-        scope = device_id if operation is not Operation.READ else None
         self._penalties += 1
         pause = (
             exc.retry_after
             if exc.retry_after is not None
             else backoff(min(self._penalties, 6) - 1, base=1.0, cap=30.0, jitter=0.5)
         )
-        await self._limiter.penalize(scope, pause)
+        scope = device_id if operation is not Operation.READ else None
+        if scope is not None:
+            # Seam does not say which budget a write's 429 is about, and our device buckets
+            # already keep to its per-device limits: pause the device for all of it and every
+            # worker briefly, or the next writes to other devices each earn a 429 of their own.
+            await self._limiter.penalize(scope, pause)
+        await self._limiter.penalize(None, pause if scope is None else min(pause, WRITE_429_PAUSE))
         get_logger().warning(
             "seam.rate_limited",
             route=exc.route,
