@@ -105,6 +105,8 @@ def check_deadline(step: Step) -> None:
             step.next_at = due  # look once more exactly at the deadline
         return
     problems = ", ".join(sorted(s.errors) + sorted(s.warnings)) or "none reported"
+    if s.transient_failures and s.last_seam_error:
+        problems += f"; Seam itself failing: {s.last_seam_error}"
     step.fail(
         "not_scheduled_in_time",
         f"the code was not scheduled on the lock by {due.isoformat()} "

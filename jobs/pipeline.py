@@ -106,6 +106,7 @@ async def _run(step: Step) -> None:
 def _transient(step: Step, exc: SeamTransientError) -> None:
     s, cfg = step.state, step.deps.settings
     s.transient_failures += 1
+    s.last_seam_error = f"{exc.route}: {exc.status or type(exc).__name__} {exc.message}"[:200]
     delay = backoff(s.transient_failures - 1, base=1.0, cap=cfg.transient_backoff_max)
     if isinstance(exc, SeamRateLimited) and exc.retry_after is not None:
         delay = max(delay, exc.retry_after)

@@ -15,6 +15,7 @@ Keys (prefix `codeprov`, configurable):
 from __future__ import annotations
 
 import enum
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -98,6 +99,7 @@ class StayState(BaseModel):
     failure: Failure | None = None
     checks: int = 0
     transient_failures: int = 0
+    last_seam_error: str | None = None  # the latest transient failure, for the deadline message
     create_sent: bool = False  # a create may have reached Seam: look before creating again
     pin_conflicts: int = 0
     at_risk_logged: bool = False
@@ -195,7 +197,10 @@ class StayStore:
 
 
 def _dump(state: StayState) -> str:
-    return state.model_dump_json(exclude_defaults=True)  # small records: ~1 KB per stay matters
+    """Compact JSON (defaults left out: ~1 KB per stay matters), always with state and seq."""
+    data = state.model_dump(mode="json", exclude_defaults=True)
+    data["state"], data["seq"] = state.state.value, state.seq
+    return json.dumps(data, separators=(",", ":"))
 
 
 def _load(raw: bytes | str, booking_id: str) -> StayState:

@@ -10,8 +10,9 @@ from typing import IO, Any
 
 import click
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
-from worker.settings import Settings
+from worker.settings import Settings, mask_url
 
 
 def load_settings() -> Settings:
@@ -107,7 +108,15 @@ def enqueue(
         }
         parsed = [{k: v for k, v in stay.items() if v is not None}]
     good = [p for p in parsed if not isinstance(p, EnqueueResult)]
-    results = iter(asyncio.run(enqueue_stays(good, settings=settings)) if good else [])
+    try:
+        results = iter(asyncio.run(enqueue_stays(good, settings=settings)) if good else [])
+    except (RedisError, OSError) as exc:
+        click.echo(
+            f"codeprov: cannot enqueue: Redis at {mask_url(settings.redis_url)}: "
+            f"{type(exc).__name__}: {exc} (re-running the same input is safe)",
+            err=True,
+        )
+        sys.exit(2)
     invalid = False
     for p in parsed:
         result = p if isinstance(p, EnqueueResult) else next(results)

@@ -78,6 +78,7 @@ def redis_settings(settings: Settings) -> RedisSettings:
     rs.retry_on_timeout = True
     rs.retry_on_error = [RedisConnectionError, RedisTimeoutError]
     rs.retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=5)
+    rs.ssl_check_hostname = rs.ssl  # arq leaves it off: any trusted certificate would do
     return rs
 
 

@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     max_jobs: int = Field(10, ge=1, le=1000)
     job_timeout: float = Field(30.0, gt=0)
     shutdown_wait: int = Field(20, ge=0)
-    http_timeout: float = Field(10.0, gt=0)
+    http_timeout: float = Field(6.0, gt=0)  # 3 calls + 3 limiter waits fit in a step
 
     # Waiting for the lock: first check, growth, cap, jitter; deadline relative to starts_at.
     poll_initial: float = Field(5.0, gt=0)  # expected programming time until one is learned
