@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
@@ -79,6 +79,8 @@ class SeamApp:
             self.stats.arrived(label)
         try:
             response = await self._respond(route, request)
+        except ClientDisconnect:  # the client went away mid-request: no one to answer
+            response = Response(status_code=499)
         except SeamError as exc:
             response = JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
         response.headers["seam-request-id"] = str(
