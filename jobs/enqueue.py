@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from arq.connections import ArqRedis
@@ -22,15 +22,16 @@ from redis.exceptions import WatchError
 
 from jobs.changeset import Decision, decide
 from jobs.payload import Action, Message, Stay, parse_message
-from jobs.state import StayStore
+from jobs.state import StayState, StayStore
 from worker.deps import utcnow
 from worker.errors import InvalidInput
 from worker.logs import get_logger
-from worker.queue import connect, enqueue_step, job_id
+from worker.queue import JUMP_AHEAD, connect, enqueue_step, job_id
 from worker.settings import Settings
 
 Result = Literal["enqueued", "duplicate", "invalid"]
 TOMBSTONE_SECONDS = 90 * 24 * 3600
+URGENT_WITHIN = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ async def apply_message(
                 break
             except WatchError:
                 continue  # a step or another message committed meanwhile: decide again
-    return await _after(redis, message, decision)
+    return await _after(redis, message, decision, now)
 
 
 def _stage(store: StayStore, pipe: Any, decision: Decision, tomb: str) -> None:
@@ -112,7 +113,15 @@ def _stage(store: StayStore, pipe: Any, decision: Decision, tomb: str) -> None:
         pipe.set(tomb, decision.tombstone, ex=TOMBSTONE_SECONDS)
 
 
-async def _after(redis: ArqRedis, message: Message, decision: Decision) -> EnqueueResult:
+def _urgent(state: StayState, now: datetime) -> bool:
+    """Fairness: a stay starting within a day, a change, or a cancel goes ahead of any backlog."""
+    starts = state.stay.starts_at  # None: an ongoing code, wanted now
+    return state.changed_at is not None or starts is None or starts - now < URGENT_WITHIN
+
+
+async def _after(
+    redis: ArqRedis, message: Message, decision: Decision, now: datetime
+) -> EnqueueResult:
     bid, log = message.booking_id, get_logger(booking_id=message.booking_id)
     if decision.result == "invalid":
         return EnqueueResult(bid, None, "invalid", decision.note)
@@ -126,11 +135,10 @@ async def _after(redis: ArqRedis, message: Message, decision: Decision) -> Enque
     state = decision.write or decision.current
     if state is not None and not state.state.is_final:
         # Also heals a chain whose job was lost: enqueueing a step is idempotent.
-        delay = (
-            0.0
-            if decision.write
-            else max(0.0, ((state.next_check_at or utcnow()) - utcnow()).total_seconds())
-        )
+        if decision.write is not None:
+            delay = JUMP_AHEAD if _urgent(decision.write, now) else 0.0
+        else:
+            delay = max(0.0, ((state.next_check_at or now) - now).total_seconds())
         await enqueue_step(redis, bid, state.seq, delay=delay)
     if decision.write is not None and decision.current is not None:
         log.info("stay.change_accepted", action=message.action.value, revision=message.revision)

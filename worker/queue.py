@@ -9,7 +9,7 @@ confusing the worker.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings
@@ -24,6 +24,7 @@ REJECT_FUNCTION = "reject_job"
 STEP_FUNCTION = "advance_stay"
 RECONCILE_FUNCTION = "reconcile_stays"
 MAX_JOB_BYTES = 64 * 1024
+JUMP_AHEAD = -3600.0  # seconds: an urgent job's score, before any backlog of the last hour
 
 
 def job_id(booking_id: str, seq: int) -> str:
@@ -97,12 +98,15 @@ async def enqueue_step(redis: ArqRedis, booking_id: str, seq: int, *, delay: flo
     """Enqueue step `seq` of a stay, due in `delay` seconds; False if it already exists.
 
     Relative, not absolute: arq scores jobs with the enqueuer's wall clock, and our own clock
-    is injected (tests and the sandbox may run it ahead).
+    is injected (tests and the sandbox may run it ahead). A negative delay puts the job ahead
+    of everything already due (arq takes due jobs in score order): urgent stays jump a backlog.
     """
+    ahead = datetime.now(UTC) + timedelta(seconds=delay) if delay < 0 else None
     job = await redis.enqueue_job(
         STEP_FUNCTION,
         _job_id=job_id(booking_id, seq),
         _defer_by=delay if delay > 0 else None,
+        _defer_until=ahead,
         booking_id=booking_id,
         seq=seq,
     )
