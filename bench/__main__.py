@@ -10,7 +10,11 @@ from types import ModuleType
 # name -> module with add_arguments(parser) and run(args) -> int. Add new benchmarks here.
 BENCHMARKS = {
     "ratelimit": "bench.ratelimit",
+    "scale": "bench.scale",
     "pipeline": "bench.pipeline",
+    "overhead": "bench.overhead",
+    "footprint": "bench.footprint",
+    "report": "bench.report",  # last: the targets table of the whole run
 }
 
 
