@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.ratelimit import ROOT, _one_run
+from bench.cluster import ROOT
+from bench.ratelimit import _one_run
 from worker.localredis import LocalRedis
 
 RESULTS = ROOT / "bench" / "results" / "scale.json"
