@@ -42,7 +42,11 @@ def _scheduled(step: Step, code: AccessCode) -> None:
     s = step.state
     s.state, s.scheduled_at = Phase.SCHEDULED, step.now
     if s.programming_since is not None:
-        step.learned = (step.now - s.programming_since).total_seconds()
+        # The code became ready between the last look that saw it pending and this one: learn
+        # the midpoint, not this look's time, or our own lateness would feed the next estimate.
+        last = max(s.updated_at, s.programming_since)
+        ready = last + (step.now - last) / 2
+        step.learned = (ready - s.programming_since).total_seconds()
     pin = s.code if step.deps.settings.log_pins else mask_pin(s.code)
     step.emit(
         "info",

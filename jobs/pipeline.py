@@ -30,8 +30,6 @@ from worker.queue import enqueue_step
 
 __all__ = ["JobInfo", "StayBusy", "advance_stay"]
 
-# Detection comes up to (r - 1) after the real moment: fold in a little less than we saw.
-LEARN_DISCOUNT = 0.9
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -160,4 +158,4 @@ async def _finish(step: Step, expected_seq: int) -> None:
             step.deps.redis, s.booking_id, s.seq, delay=until(s.next_check_at, step.now)
         )
     if step.learned is not None:
-        await step.deps.latency.record(s.stay.device_id, step.learned * LEARN_DISCOUNT)
+        await step.deps.latency.record(s.stay.device_id, step.learned)

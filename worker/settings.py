@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     max_jobs: int = Field(10, ge=1, le=1000)
     # arq polls its queue this often: each step of a stay is a job, so a slow poll is idle
     # slots and late first requests (arq's default 0.5 s caps a worker at ~20 steps/s).
-    queue_poll: float = Field(0.05, gt=0, le=5)
+    queue_poll: float = Field(0.02, gt=0, le=5)
     job_timeout: float = Field(30.0, gt=0)
     shutdown_wait: int = Field(20, ge=0)
     http_timeout: float = Field(6.0, gt=0)  # 3 calls + 3 limiter waits fit in a step

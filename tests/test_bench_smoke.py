@@ -1,0 +1,88 @@
+"""Smoke runs of issue 8's benchmarks at tiny sizes: each runs and writes the JSON it documents.
+
+Figures are not checked: at these sizes they mean nothing. Each benchmark runs as a user runs it
+(`python -m bench NAME`), in its own process with its own private Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.cluster import ROOT
+
+pytestmark = pytest.mark.slow
+
+MACHINE = {"date", "nproc", "cpu_model", "python", "redis"}
+TARGET = {"figure", "value", "unit", "target", "met", "note"}
+
+
+def bench(name: str, out: Path, *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", name, "--out", str(out), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=110, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    body: dict[str, Any] = json.loads(out.read_text())
+    return body
+
+
+def check_common(body: dict[str, Any], name: str) -> None:
+    assert body["benchmark"] == name
+    assert MACHINE <= body["machine"].keys()
+    assert body["targets"] and all(TARGET <= t.keys() for t in body["targets"])
+
+
+def test_pipeline_reports_calls_and_lag_for_codeprov_and_naive(tmp_path: Path) -> None:
+    """The pipeline benchmark reports calls per code and detection lag for both implementations."""
+    body = bench("pipeline", tmp_path / "pipeline.json", "--stays", "4", "--devices", "2",
+                 "--latency", "fixed", "--median", "0.5", "--timeout", "60")
+    check_common(body, "pipeline")
+    runs = body["results"]["runs"]
+    assert [(r["impl"], r["latency"]) for r in runs] == [("codeprov", "fixed"), ("naive", "fixed")]
+    for r in runs:
+        assert r["scheduled"] == 4
+        assert {"p50", "p95"} <= r["calls_per_code"].keys() <= r["lag_fraction"].keys()
+        assert r["unattributed_calls"] == 0
+
+
+def test_overhead_reports_throughput_ratio_and_first_request(tmp_path: Path) -> None:
+    """The overhead benchmark compares codes/s with arq's no-op jobs/s and times first requests."""
+    body = bench("overhead", tmp_path / "overhead.json", "--stays", "20", "--noops", "200",
+                 "--trials", "2", "--idle", "0.5", "--queue-polls", "default")
+    check_common(body, "overhead")
+    (variant,) = body["results"]["variants"]
+    assert variant["codes_per_s"] > 0 and variant["noop_jobs_per_s"] > 0
+    assert variant["first_request_ms"]["n"] == 2
+
+
+def test_footprint_reports_redis_bytes_and_rss(tmp_path: Path) -> None:
+    """The footprint benchmark reports Redis bytes per waiting stay and sampled worker RSS."""
+    body = bench("footprint", tmp_path / "footprint.json", "--stays", "40", "--devices", "4",
+                 "--workers", "1", "--idle", "0.5", "--sample", "0.1")
+    check_common(body, "footprint")
+    result = body["results"]
+    assert result["waiting_in_sample"] == "40/40"
+    assert result["redis_bytes_per_stay"] > 0
+    assert result["rss_mb"][0]["max"] > 0 and result["rss_samples"]
+
+
+def test_report_gathers_the_targets_of_every_results_file(tmp_path: Path) -> None:
+    """The report prints one targets table from whichever results files exist."""
+    target = {"figure": "f", "value": 1.0, "unit": "", "target": "<= 2", "met": True, "note": ""}
+    machine = {"date": "2026-01-01", "nproc": 2, "cpu_model": "x", "python": "3", "redis": "7"}
+    (tmp_path / "footprint.json").write_text(json.dumps(
+        {"benchmark": "footprint", "machine": machine, "targets": [target]}))
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "report", "--results", str(tmp_path),
+         "--out", str(tmp_path / "summary.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "pipeline: no results" in done.stdout
+    assert json.loads((tmp_path / "summary.json").read_text())["targets"] == [target]
