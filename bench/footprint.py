@@ -168,11 +168,15 @@ async def _enqueue(settings: Settings, served: ServedSandbox, args: argparse.Nam
 def _sample_until_waiting(args: argparse.Namespace, redis_url: str,
                           procs: list[psutil.Process], start: float) -> list[list[float]]:
     """[seconds, stays processed, RSS MB per worker] until no first step is left to run."""
-    samples = []
+    samples: list[list[float]] = []
+    tenth = max(1, args.stays // 10)
     with Redis.from_url(redis_url) as redis:
         while True:
             due = int(redis.zcount(QUEUE, "-inf", int(time.time() * 1000)))
             processed = int(redis.zcard(QUEUE)) - due
+            if processed // tenth > (samples[-1][1] // tenth if samples else 0):
+                print(f"  {time.monotonic() - start:6.1f} s: {processed} stays waiting, "
+                      f"RSS {' / '.join(f'{r} MB' for r in _rss(procs))}", flush=True)
             samples.append([round(time.monotonic() - start, 2), processed, *_rss(procs)])
             if due == 0 and processed >= args.stays:
                 return samples

@@ -116,10 +116,13 @@ async def test_worker_beats_while_running_and_clears_on_shutdown(
     """make_worker's start-up starts the heartbeat; its shutdown removes it."""
     monkeypatch.setenv("CODEPROV_HEARTBEAT_FILE", str(tmp_path / "w" / "beat"))
     settings = Settings(redis_url=redis_url, seam_api_key="k", seam_endpoint="http://sandbox")
-    worker = make_worker(settings, poll_delay=0.05, handle_signals=False)
+    started = asyncio.Event()
+    worker = make_worker(settings, poll_delay=0.05, handle_signals=False,
+                         on_deps=lambda _: started.set())
     task = asyncio.create_task(worker.async_run())
     try:
         async with asyncio.timeout(10):
+            await started.wait()  # start-up complete: what a real shutdown follows
             while await count_alive(redis, "codeprov") == 0:
                 await asyncio.sleep(0.02)
         assert check(tmp_path / "w" / "beat", 15) is None

@@ -82,7 +82,8 @@ def test_worker_survives_redis_restart(tmp_path: Path) -> None:
             server.stop()
             time.sleep(3.0)
             server.start()  # same port, same directory: AOF replays
-            found = wait_all_scheduled(server.url, ids, timeout=60)
+            # A job lost with the restart is the reconciler's (every minute, 60 s grace).
+            found = wait_all_scheduled(server.url, ids, timeout=150)
             alive = worker.poll() is None
             [code] = stop([worker], timeout=15)
             log = (tmp_path / "worker-0.log").read_text()
