@@ -41,7 +41,8 @@ def check_common(body: dict[str, Any], name: str) -> None:
 def test_pipeline_reports_calls_and_lag_for_codeprov_and_naive(tmp_path: Path) -> None:
     """The pipeline benchmark reports calls per code and detection lag for both implementations."""
     body = bench("pipeline", tmp_path / "pipeline.json", "--stays", "4", "--devices", "2",
-                 "--latency", "fixed", "--median", "0.5", "--timeout", "60")
+                 "--latency", "fixed", "--naive-latency", "fixed", "--median", "0.5",
+                 "--timeout", "60")
     check_common(body, "pipeline")
     runs = body["results"]["runs"]
     assert [(r["impl"], r["latency"]) for r in runs] == [("codeprov", "fixed"), ("naive", "fixed")]
