@@ -2,13 +2,22 @@
 
 Randomness comes from separate seeded streams (ids, PINs, latencies), so a read or a poll never
 shifts what a later create draws: the same writes in the same order give the same codes.
+
+Codes are kept twice: `codes` (every code ever created, by id, in creation order) and an index of
+them per device, so a device's live codes (generate_code, create, update, list, PIN lookups) cost
+O(codes on that lock), not O(all codes). `_store` is the only writer of both. A code never leaves
+them: delete stamps `deleted_at` and expiry is `ends_at`, both judged lazily by `gone()` (deleted
+and expired codes still answer `mark_scheduled_at`). Nor does a code change device: updates carry
+no `device_id`, and a stay moving lock is a delete plus a create.
 """
 
 from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from seam_sandbox.clock import SandboxClock
@@ -34,7 +43,8 @@ class SandboxState:
         self.clock = clock
         self.timeline = Timeline(clock.now())
         self.devices = {s.id: Device(s, DeviceFaults(s)) for s in scenario.device_specs()}
-        self.codes: dict[str, AccessCode] = {}
+        self._codes: dict[str, AccessCode] = {}
+        self._codes_by_device: dict[str, dict[str, AccessCode]] = {d: {} for d in self.devices}
         self.created_total = 0
         self._ids = random.Random(f"{seed}:ids")
         self._pins = random.Random(f"{seed}:pins")
@@ -50,16 +60,22 @@ class SandboxState:
         except KeyError:
             raise device_not_found(device_id) from None
 
+    @property
+    def codes(self) -> Mapping[str, AccessCode]:
+        """Every code ever created (deleted and expired ones too), by id, in creation order."""
+        return MappingProxyType(self._codes)
+
     def live_codes(self, device_id: str | None = None) -> list[AccessCode]:
+        """Live codes in creation order: of one device (from the index), or of all devices."""
         now = self.now()
-        return [
-            c
-            for c in self.codes.values()
-            if (device_id is None or c.device_id == device_id) and not c.gone(now, self.timeline)
-        ]
+        if device_id is None:
+            pool = self._codes.values()
+        else:
+            pool = self._codes_by_device.get(device_id, {}).values()
+        return [c for c in pool if not c.gone(now, self.timeline)]
 
     def code(self, access_code_id: str) -> AccessCode:
-        found = self.codes.get(access_code_id)
+        found = self._codes.get(access_code_id)
         if found is None or found.gone(self.now(), self.timeline):
             raise access_code_not_found(access_code_id)
         return found
@@ -163,9 +179,13 @@ class SandboxState:
             is_one_time_use=req.is_one_time_use,
             is_external_modification_allowed=req.allow_external_modification,
         )
-        self.codes[code.access_code_id] = code
+        self._store(code)
         self.created_total += 1
         return code
+
+    def _store(self, code: AccessCode) -> None:
+        self._codes[code.access_code_id] = code
+        self._codes_by_device[code.device_id][code.access_code_id] = code
 
     def update(self, code: AccessCode, req: UpdateInput) -> None:
         now = self.now()
