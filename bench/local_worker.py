@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 
-from worker.limiter import Budgets, Limiter, Operation
+from worker.limiter import Budgets, Limiter, Rate
 from worker.settings import Settings
 
 
@@ -37,24 +37,22 @@ class LocalLimiter(Limiter):
         self._tats: dict[str, float] = {}
         self._penalties: dict[str, float] = {}
 
-    async def try_acquire(self, operation: Operation, device_id: str | None = None) -> float:
+    async def _gcra(
+        self, buckets: Sequence[tuple[str, Rate]], penalties: Sequence[str], *, reserve: bool
+    ) -> tuple[bool, float]:
+        """The arithmetic of Limiter's Lua script, on this process's clock and dicts."""
         now = self._monotonic()
-        buckets = [("workspace", self._budgets.workspace)]
-        penalties = [self.penalty_key(None)]
-        rate = self._budgets.device.get(operation)
-        if rate is not None and device_id is not None:
-            buckets.append((f"{operation.value}:{device_id}", rate))
-            penalties.append(self.penalty_key(device_id))
         wait = max((self._penalties.get(key, 0.0) - now for key in penalties), default=0.0)
         if wait > 0:
-            return wait
+            return False, wait
         tats = {key: max(self._tats.get(key, now), now) for key, _ in buckets}
-        wait = max(tats[key] - now - _seconds(r.tolerance_ms) for key, r in buckets)
-        if wait > 0:
-            return wait
+        wait = max((tats[key] - now - _seconds(r.tolerance_ms) for key, r in buckets), default=0.0)
+        if wait > 0 and not reserve:
+            return False, wait
+        wait = max(wait, 0.0)
         for key, r in buckets:
-            self._tats[key] = tats[key] + _seconds(r.interval_ms)
-        return 0.0
+            self._tats[key] = max(tats[key], now + wait) + _seconds(r.interval_ms)
+        return True, wait
 
     async def penalize(self, device_id: str | None, seconds: float) -> None:
         key = self.penalty_key(device_id)

@@ -6,9 +6,14 @@ finds that intent without a recorded code looks for the code by name before crea
 
 from __future__ import annotations
 
-from jobs.state import Applied, Phase
+from datetime import timedelta
+
+import anyio
+
+from jobs.state import Applied, Phase, Slot
 from jobs.step import Step
 from worker.errors import RateLimitWait, SeamConflict, SeamRateLimited
+from worker.limiter import Operation
 from worker.seam_models import AccessCode
 
 
@@ -20,6 +25,8 @@ async def provision(step: Step) -> AccessCode | None:
         found = await find_by_name(step, stay.device_id, stay.code_name)
         if found is not None:
             return adopt(step, found, adopted=True)
+    if not await _take_turn(step):
+        return None
     if s.code is None:
         generated = await seam.generate_code(stay.device_id)
         ready = generated.as_access_code()
@@ -31,9 +38,30 @@ async def provision(step: Step) -> AccessCode | None:
                 ends_at=ready.ends_at,
                 name=ready.name or stay.code_name,
             )
+            s.create_slot = None  # nothing to create: the turn goes unused
             return adopt(step, ready, adopted=False, applied=seen)
         s.code = generated.code
     return await _create(step)
+
+
+async def _take_turn(step: Step) -> bool:
+    """Hold this stay's own turn on the lock's create budget; True once it has come.
+
+    Stays waiting on one lock each reserve the next free slot, so they come back one by one
+    instead of all at once to race for one token. The PIN is generated only when the turn has
+    come: a PIN fetched long before its create is likelier to be taken meanwhile.
+    """
+    s, stay, deps = step.state, step.state.stay, step.deps
+    if s.create_slot is None or s.create_slot.device_id != stay.device_id:
+        wait = await deps.limiter.reserve(Operation.CREATE, stay.device_id)
+        s.create_slot = Slot(device_id=stay.device_id, at=step.now + timedelta(seconds=wait))
+    wait = (s.create_slot.at - step.now).total_seconds()
+    if wait > deps.settings.rate_max_sleep:
+        step.later(wait)  # the slot is kept in the state; the worker slot is freed meanwhile
+        return False
+    if wait > 0:
+        await anyio.sleep(wait)
+    return True
 
 
 async def find_by_name(step: Step, device_id: str, name: str) -> AccessCode | None:
@@ -48,17 +76,22 @@ async def _create(step: Step) -> AccessCode | None:
     # A retry keeps the PIN it sent before: if that create landed late, Seam answers 409 and
     # we adopt it, instead of a second code with another PIN.
     retry, asked_before = s.create_sent, s.requested
-    # Record the intent before the POST; a cancel committed before this point wins (CAS).
+    # Record the intent before the POST; a cancel committed before this point wins (CAS). The
+    # turn is used up by this attempt: a crash from here on reserves a new one.
+    slot, s.create_slot = s.create_slot, None
     s.create_sent, s.requested = True, Applied.of(stay)
     if not await step.deps.store.commit(s, expected_seq=s.seq):
         return None
     try:
         created = await step.deps.seam.create_access_code(
             stay.device_id, code=s.code or "", name=stay.code_name,
-            starts_at=stay.starts_at, ends_at=stay.ends_at,
+            starts_at=stay.starts_at, ends_at=stay.ends_at, reserved=slot is not None,
         )
-    except (RateLimitWait, SeamRateLimited):
-        s.create_sent = retry  # held back by our limiter or refused by Seam's: nothing created
+    except RateLimitWait:
+        s.create_sent, s.create_slot = retry, slot  # the workspace budget held it back: keep it
+        raise
+    except SeamRateLimited:
+        s.create_sent = retry  # refused by Seam's limit: nothing created
         raise
     except SeamConflict as exc:
         landed = await find_by_name(step, stay.device_id, stay.code_name) if retry else None
@@ -90,6 +123,7 @@ def adopt(
     s.programming_since = step.now
     # What the create asked for (Seam may round times in its echo: never compare with those).
     s.applied = applied or s.requested or Applied.of(s.stay)
+    s.requested = None  # `applied` holds it now; a waiting stay's record stays small
     step.emit(
         "info",
         "access_code.created",

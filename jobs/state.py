@@ -21,7 +21,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
 from jobs.payload import Stay, describe
 from worker.errors import InvalidInput
@@ -76,6 +75,14 @@ class Applied(BaseModel):
         )
 
 
+class Slot(BaseModel):
+    """A create token reserved on the lock's budget (`Limiter.reserve`): this stay sends at `at`."""
+
+    model_config = ConfigDict(frozen=True)
+    device_id: str
+    at: datetime
+
+
 class StayState(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -101,6 +108,7 @@ class StayState(BaseModel):
     transient_failures: int = 0
     last_seam_error: str | None = None  # the latest transient failure, for the deadline message
     create_sent: bool = False  # a create may have reached Seam: look before creating again
+    create_slot: Slot | None = None  # this stay's turn on the lock's create budget
     pin_conflicts: int = 0
     at_risk_logged: bool = False
     enqueued_at: datetime
@@ -143,6 +151,7 @@ class StayStore:
         self.results_key = f"{prefix}:results"
         self.index_key = f"{prefix}:stays"
         self._maxlen = results_maxlen
+        self._commit = redis.register_script(_COMMIT)
 
     def key(self, booking_id: str) -> str:
         return f"{self.prefix}:stay:{booking_id}"
@@ -163,20 +172,26 @@ class StayStore:
         return bool(created)
 
     async def commit(self, state: StayState, expected_seq: int) -> bool:
-        """Write state if the stored record is still at expected_seq (no other step moved it)."""
-        key = self.key(state.booking_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(key)
-                raw = await pipe.get(key)
-                if raw is None or _load(raw, state.booking_id).seq != expected_seq:
-                    return False
-                pipe.multi()  # type: ignore[no-untyped-call]
-                self.stage(pipe, state)
-                await pipe.execute()
-            except WatchError:
-                return False
-        return True
+        """Write state if the stored record is still at expected_seq (no other step moved it).
+
+        One script call: the check and the writes of `stage` (record, index, outcome) at once.
+        """
+        due = "" if state.state.is_final else str(_due(state))
+        expiry = _expiry(state)
+        args: list[Any] = [expected_seq, _dump(state), "" if expiry is None else expiry,
+                           state.booking_id, due]
+        if state.state.is_final:
+            args.append(self._maxlen)
+            for field, value in _result(state).items():
+                args += [field, value]
+        keys = [self.key(state.booking_id), self.index_key, self.results_key]
+        done = await self._commit(keys=keys, args=args)
+        if done < 0:
+            raw = await self.redis.get(self.key(state.booking_id))
+            if raw is not None:
+                _load(raw, state.booking_id)  # raises the clear error for a broken record
+            return False
+        return bool(done)
 
     def stage(self, pipe: Any, state: StayState, *, outcome: bool = True) -> None:
         """Queue the writes of a state change on a MULTI pipeline (record, index, outcome)."""
@@ -192,8 +207,38 @@ class StayStore:
         if state.state.is_final:
             pipe.zrem(self.index_key, state.booking_id)
         else:
-            due = state.next_check_at or state.updated_at
-            pipe.zadd(self.index_key, {state.booking_id: due.timestamp()})
+            pipe.zadd(self.index_key, {state.booking_id: _due(state)})
+
+
+# KEYS: record, index, results. ARGV: expected seq, record JSON, EXAT ('' for none), booking id,
+# index score ('' when final: leave the index), then for an outcome the stream's MAXLEN and its
+# field/value pairs. 1 written, 0 the record is gone or at another seq, -1 it is not JSON.
+_COMMIT = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local ok, doc = pcall(cjson.decode, raw)
+if not ok or type(doc) ~= 'table' then return -1 end
+if tonumber(doc['seq']) ~= tonumber(ARGV[1]) then return 0 end
+if ARGV[3] == '' then
+  redis.call('SET', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'EXAT', ARGV[3])
+end
+if ARGV[5] == '' then
+  redis.call('ZREM', KEYS[2], ARGV[4])
+else
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
+end
+if #ARGV > 6 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 7))
+end
+return 1
+"""
+
+
+def _due(state: StayState) -> float:
+    """The index's score: when the stay's next step is due."""
+    return (state.next_check_at or state.updated_at).timestamp()
 
 
 def _dump(state: StayState) -> str:

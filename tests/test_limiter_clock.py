@@ -14,7 +14,8 @@ import anyio
 import pytest
 from redis.asyncio import Redis
 
-from worker.limiter import Budgets, Limiter, Operation, Rate
+from worker.errors import RateLimitWait
+from worker.limiter import RESERVE_SLACK_MS, Budgets, Limiter, Operation, Rate
 
 pytestmark = pytest.mark.anyio
 
@@ -149,6 +150,48 @@ async def test_after_a_penalty_the_budget_resumes_without_a_burst(redis: Redis) 
     await redis.delete(lim.penalty_key(None))  # its PX runs on Redis's own clock
     waits = [await lim.try_acquire(Operation.READ) for _ in range(3)]
     assert waits == [0, pytest.approx(0.1), pytest.approx(0.1)]
+
+
+async def test_waiters_on_one_lock_get_their_own_slots_in_turn(redis: Redis) -> None:
+    """Five stays reserving at once on a lock that takes a create a minute get five slots one
+    interval (plus the slack for late jobs) apart, and a sixth after them: no two share one."""
+    clock = FakeClock()
+    lim = limiter(redis, Rate(10), creates=Rate(1, 60.0), clock=clock)
+    slot = MINUTE + RESERVE_SLACK_MS
+    waits = [round(await lim.reserve(Operation.CREATE, "lock-1") * 1000) for _ in range(5)]
+    assert waits == [0, slot, 2 * slot, 3 * slot, 4 * slot]
+    clock.advance(slot)  # time passes: the next free slot is still after the fifth
+    assert round(await lim.reserve(Operation.CREATE, "lock-1") * 1000) == 4 * slot
+    assert await lim.reserve(Operation.CREATE, "lock-2") == 0  # other locks are not held up
+
+
+async def test_a_reserved_create_spends_only_the_workspace_token(redis: Redis) -> None:
+    """At its slot the create takes the workspace's token and not the device's again, and a
+    plain create meanwhile waits for the slots already given out."""
+    clock = FakeClock()
+    lim = limiter(redis, Rate(10), creates=Rate(1, 60.0), clock=clock)
+    assert await lim.reserve(Operation.CREATE, "lock-1") == 0
+    assert await lim.try_acquire(Operation.CREATE, "lock-1", reserved=True) == 0
+    clock.advance(100)
+    waited = await lim.try_acquire(Operation.CREATE, "lock-1")
+    assert waited == pytest.approx((MINUTE + RESERVE_SLACK_MS - 100) / 1000)
+    assert await lim.try_acquire(Operation.READ) == 0  # the refused create took nothing
+
+
+async def test_a_penalty_reserves_nothing_and_holds_reserved_slots(redis: Redis) -> None:
+    """Under Seam's 429 on a lock, reserving raises the penalty's wait without spending a slot,
+    and a create at its reserved slot still waits the penalty out."""
+    clock = FakeClock()
+    lim = limiter(redis, Rate(10), creates=Rate(1, 60.0), clock=clock)
+    assert await lim.reserve(Operation.CREATE, "lock-1") == 0
+    await lim.penalize("lock-1", 30.0)
+    with pytest.raises(RateLimitWait) as refused:
+        await lim.reserve(Operation.CREATE, "lock-1")
+    assert 29 < refused.value.retry_after <= 30
+    assert 29 < await lim.try_acquire(Operation.CREATE, "lock-1", reserved=True) <= 30
+    await redis.delete(lim.penalty_key("lock-1"))
+    waited = await lim.reserve(Operation.CREATE, "lock-1")
+    assert waited == pytest.approx((MINUTE + RESERVE_SLACK_MS) / 1000)  # only one slot was taken
 
 
 # --- Bounded, on Redis server time ---------------------------------------------------------

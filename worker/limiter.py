@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -23,11 +23,15 @@ from redis.asyncio import Redis
 from worker.errors import RateLimitWait
 
 # KEYS: bucket keys, then penalty keys. ARGV: bucket count, per bucket (interval_ms,
-# tolerance_ms), then optionally now_ms (tests); else Redis server time, one clock for all.
-# Returns 0 when every bucket granted a token (and all were spent), else the wait in ms.
+# tolerance_ms), a mode (0: take a token now or not at all; 1: reserve the earliest free slot),
+# then optionally now_ms (tests); else Redis server time, one clock for all.
+# Returns {granted, wait_ms}. Mode 0: granted 1 with wait 0 when every bucket had a token (all
+# spent), else 0 and the wait. Mode 1: a penalty gives {0, its ttl}; otherwise the slot `wait_ms`
+# from now is spent in every bucket at once, {1, wait_ms}: that caller, and only it, goes then.
 _GCRA = """
 local nb = tonumber(ARGV[1])
-local now = tonumber(ARGV[2 * nb + 2])
+local reserve = tonumber(ARGV[2 * nb + 2]) == 1
+local now = tonumber(ARGV[2 * nb + 3])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -37,23 +41,28 @@ for i = nb + 1, #KEYS do
   local ttl = redis.call('PTTL', KEYS[i])
   if ttl > wait then wait = ttl end
 end
-if wait > 0 then return wait end
+if wait > 0 then return {0, wait} end
 local tats = {}
 for i = 1, nb do
-  local interval = tonumber(ARGV[2 * i])
-  local tolerance = tonumber(ARGV[2 * i + 1])
   local tat = tonumber(redis.call('GET', KEYS[i]) or now)
   if tat < now then tat = now end
-  local over = tat - now - tolerance
+  tats[i] = tat
+  local over = tat - now - tonumber(ARGV[2 * i + 1])
   if over > wait then wait = over end
-  tats[i] = tat + interval
 end
-if wait > 0 then return wait end
+if wait > 0 and not reserve then return {0, wait} end
 for i = 1, nb do
-  redis.call('SET', KEYS[i], tats[i], 'PX', math.max(1, tats[i] - now))
+  local tat = math.max(tats[i], now + wait) + tonumber(ARGV[2 * i])
+  redis.call('SET', KEYS[i], tat, 'PX', math.max(1, tat - now))
 end
-return 0
+return {1, wait}
 """
+
+
+# A reserved slot is used when its job comes back from the queue, a few ms to a few hundred late;
+# this much more between slots (at most 2 % of the interval) keeps a late one from crowding the
+# next into Seam's window.
+RESERVE_SLACK_MS = 100
 
 
 class Operation(enum.Enum):
@@ -70,11 +79,12 @@ class Rate:
     count: float
     per: float = 1.0
     burst: int = 1
+    slack_ms: int = 0  # added to every interval
 
     @property
     def interval_ms(self) -> int:
         # Rounded up: 3/s must be 334 ms apart, or a fourth request fits into one second.
-        return max(1, math.ceil(self.per / self.count * 1000))
+        return max(1, math.ceil(self.per / self.count * 1000)) + self.slack_ms
 
     @property
     def tolerance_ms(self) -> int:
@@ -109,28 +119,69 @@ class Limiter:
         self._sleep = sleep
         self._script = redis.register_script(_GCRA)
 
-    async def try_acquire(self, operation: Operation, device_id: str | None = None) -> float:
-        """Spend one token from every bucket that applies; 0.0, or seconds to wait first."""
+    async def try_acquire(
+        self, operation: Operation, device_id: str | None = None, *, reserved: bool = False
+    ) -> float:
+        """Spend one token from every bucket that applies; 0.0, or seconds to wait first.
+
+        `reserved`: the device's token was reserved earlier (`reserve`); take the workspace's only.
+        """
         buckets = [(f"{self._prefix}:rl:workspace", self._budgets.workspace)]
         penalties = [self.penalty_key(None)]
         rate = self._budgets.device.get(operation)
         if rate is not None and device_id is not None:
-            buckets.append((f"{self._prefix}:rl:device:{operation.value}:{device_id}", rate))
-            penalties.append(self.penalty_key(device_id))
+            penalties.append(self.penalty_key(device_id))  # a reserved slot still waits out a 429
+            if not reserved:
+                buckets.append((self._device_key(operation, device_id), rate))
+        granted, wait = await self._gcra(buckets, penalties, reserve=False)
+        return 0.0 if granted else wait
+
+    async def reserve(self, operation: Operation, device_id: str) -> float:
+        """Spend the device's next free token for `operation`; seconds until it may be used.
+
+        Waiters on one lock get its slots in turn, each its own, instead of all coming back at
+        the same instant to race for one token. The caller then sends at its slot with
+        `acquire(..., reserved=True)`; a slot not used is lost, never given to another. Under a
+        penalty (Seam's 429) nothing is reserved: RateLimitWait, try again after it.
+        """
+        rate = self._budgets.device.get(operation)
+        if rate is None:
+            return 0.0
+        slack = min(RESERVE_SLACK_MS, rate.interval_ms // 50)
+        slotted = Rate(rate.count, rate.per, rate.burst, slack_ms=slack)
+        granted, wait = await self._gcra(
+            [(self._device_key(operation, device_id), slotted)],
+            [self.penalty_key(None), self.penalty_key(device_id)],
+            reserve=True,
+        )
+        if not granted:
+            raise RateLimitWait(_scope(operation, device_id), wait)
+        return wait
+
+    async def _gcra(
+        self, buckets: Sequence[tuple[str, Rate]], penalties: Sequence[str], *, reserve: bool
+    ) -> tuple[bool, float]:
+        """Run the script: (granted, seconds to wait); see _GCRA. LocalLimiter overrides this."""
         args: list[int] = [len(buckets)]
         for _, r in buckets:
             args += [r.interval_ms, r.tolerance_ms]
+        args.append(1 if reserve else 0)
         if self._now_ms is not None:
             args.append(self._now_ms())
-        keys = [k for k, _ in buckets] + penalties
-        wait_ms = int(await self._script(keys=keys, args=args))
-        return wait_ms / 1000
+        keys = [k for k, _ in buckets] + list(penalties)
+        granted, wait_ms = await self._script(keys=keys, args=args)
+        return bool(granted), int(wait_ms) / 1000
 
-    async def acquire(self, operation: Operation, device_id: str | None = None) -> None:
+    def _device_key(self, operation: Operation, device_id: str) -> str:
+        return f"{self._prefix}:rl:device:{operation.value}:{device_id}"
+
+    async def acquire(
+        self, operation: Operation, device_id: str | None = None, *, reserved: bool = False
+    ) -> None:
         """Wait for a token; RateLimitWait once the wait would pass max_sleep in all."""
         waited = 0.0
         while True:
-            wait = await self.try_acquire(operation, device_id)
+            wait = await self.try_acquire(operation, device_id, reserved=reserved)
             if wait <= 0:
                 return
             if waited + wait > self._max_sleep:

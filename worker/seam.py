@@ -81,14 +81,18 @@ class SeamClient:
         name: str,
         starts_at: datetime | None,
         ends_at: datetime | None,
+        reserved: bool = False,
     ) -> AccessCode:
+        """`reserved`: the device's create token was reserved (`Limiter.reserve`) and is due."""
         payload: dict[str, Any] = {"device_id": device_id, "code": code, "name": name}
         # Each bound on its own: a half time frame must be Seam's 400, never an ongoing code.
         if starts_at is not None:
             payload["starts_at"] = starts_at.isoformat()
         if ends_at is not None:
             payload["ends_at"] = ends_at.isoformat()
-        body = await self._call("/access_codes/create", payload, Operation.CREATE, device_id)
+        body = await self._call(
+            "/access_codes/create", payload, Operation.CREATE, device_id, reserved=reserved
+        )
         return _parse(AccessCode, body, "access_code", "/access_codes/create")
 
     async def get_access_code(self, access_code_id: str) -> AccessCode:
@@ -119,8 +123,10 @@ class SeamClient:
         payload: Mapping[str, Any],
         operation: Operation = Operation.READ,
         device_id: str | None = None,
+        *,
+        reserved: bool = False,
     ) -> dict[str, Any]:
-        await self._limiter.acquire(operation, device_id)
+        await self._limiter.acquire(operation, device_id, reserved=reserved)
         try:
             response = await self._http.post(route, json=dict(payload))
             if response.status_code != 429:
