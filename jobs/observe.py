@@ -7,11 +7,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jobs.classify import Severity, classify
+from jobs.latency import LATE, Sample
 from jobs.state import Phase, StayState
 from jobs.step import Step, elapsed
 from jobs.transitions import Transition, current, diff, snapshot
 from worker.logs import mask_pin
 from worker.seam_models import AccessCode
+
+NEAR_LOOKS = 4  # looks at E·r^k near the expected time, before they spread by FAR_FACTOR
+FAR_FACTOR = 1.5
 
 
 def observe(step: Step, code: AccessCode) -> None:
@@ -41,12 +45,16 @@ def observe(step: Step, code: AccessCode) -> None:
 def _scheduled(step: Step, code: AccessCode) -> None:
     s = step.state
     s.state, s.scheduled_at = Phase.SCHEDULED, step.now
-    if s.programming_since is not None:
-        # The code became ready between the last look that saw it pending and this one: learn
-        # the midpoint, not this look's time, or our own lateness would feed the next estimate.
-        last = max(s.updated_at, s.programming_since)
-        ready = last + (step.now - last) / 2
-        step.learned = (ready - s.programming_since).total_seconds()
+    since = s.programming_since
+    if since is not None and step.now > since:
+        # Seen pending at a look after programming began: it needed longer than that look.
+        # Else this was the first look: ready by then, if the look came about when planned.
+        pending_for = (s.updated_at - since).total_seconds()
+        used = step.expected or step.deps.settings.poll_initial
+        if pending_for > 0:
+            step.learned = Sample(first_look=False, pending_for=pending_for)
+        elif (step.now - since).total_seconds() <= used * LATE:
+            step.learned = Sample(first_look=True)
     pin = s.code if step.deps.settings.log_pins else mask_pin(s.code)
     step.emit(
         "info",
@@ -72,10 +80,12 @@ def _log_transition(step: Step, t: Transition) -> None:
 
 
 def schedule_check(step: Step, deferred_until: datetime | None = None) -> None:
-    """Look again at geometric times from when programming began: E, E·r, E·r², …
+    """Look again at times from when programming began: E, E·r, E·r², E·r³, then x FAR_FACTOR.
 
-    E is the lock's learned programming time (poll_initial until one is known), so most codes
-    are seen scheduled at the first or second look, and late by at most (r - 1) of their time.
+    E is the lock's learned programming time (poll_initial until one is known, jobs/latency.py),
+    so most codes are seen scheduled at the first or second look, late by at most (r - 1) of
+    their time. Past E·r³ the estimate was wrong (a first code, a lock offline): the looks
+    spread faster, so a slow code costs a handful of calls, not dozens.
     """
     cfg, s = step.deps.settings, step.state
     expected = step.expected or cfg.poll_initial
@@ -86,9 +96,11 @@ def schedule_check(step: Step, deferred_until: datetime | None = None) -> None:
         return
     since = s.programming_since or step.now
     gone = (step.now - since).total_seconds()
-    wait = expected
+    wait, looks = expected, 1
     while wait <= gone + 0.05:
-        wait = wait * cfg.poll_factor if cfg.poll_factor > 1 else wait + expected
+        factor = cfg.poll_factor if looks < NEAR_LOOKS else max(cfg.poll_factor, FAR_FACTOR)
+        wait = wait * factor if factor > 1 else wait + expected
+        looks += 1
     delay = min(wait - gone, cfg.poll_max)
     step.later(delay * (1 + cfg.poll_jitter * random.random()))
 

@@ -30,6 +30,27 @@ from worker.queue import enqueue_step
 
 __all__ = ["JobInfo", "StayBusy", "advance_stay"]
 
+# One call to start a step. KEYS: the stay's record, its lock, the latency hash. ARGV: seq, job
+# id, lock TTL ms. Returns {_ORPHANED} (no record), {_STALE, record} (another seq, or final: no
+# lock taken), {_BUSY} (another step holds the lock), or {_LOCKED, record, the lock's learned
+# time, the workspace's} with the lock taken. A record that is not JSON comes back as stale, for
+# the caller's parser to name what is wrong with it.
+_ORPHANED, _STALE, _BUSY, _LOCKED = 0, 1, 2, 3
+_BEGIN = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {0} end
+local ok, doc = pcall(cjson.decode, raw)
+if not ok or type(doc) ~= 'table' or type(doc['stay']) ~= 'table' then return {1, raw} end
+local phase = doc['state']
+if tonumber(doc['seq']) ~= tonumber(ARGV[1]) or phase == 'scheduled' or phase == 'failed'
+    or phase == 'cancelled' then
+  return {1, raw}
+end
+if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {2} end
+local learned = redis.call('HMGET', KEYS[3], tostring(doc['stay']['device_id']), '*')
+return {3, raw, learned[1], learned[2]}
+"""
+
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -44,32 +65,32 @@ class StayBusy(CodeprovError):
 
 async def advance_stay(deps: Deps, booking_id: str, seq: int, job: JobInfo) -> None:
     log = get_logger(booking_id=booking_id, job_id=job.job_id, job_try=job.job_try)
-    state = await deps.store.get(booking_id)
-    if state is None:
+    lock = f"{deps.settings.key_prefix}:lock:{booking_id}"
+    keys = [deps.store.key(booking_id), lock, deps.latency.key]
+    ttl_ms = int(deps.settings.job_timeout * 1000)
+    begun = await deps.redis.register_script(_BEGIN)(keys=keys, args=[seq, job.job_id, ttl_ms])
+    outcome, raw, own, workspace = [*begun, None, None, None][:4]
+    if outcome == _ORPHANED:
         log.warning("job.orphaned", message="no state record for this booking; job dropped")
         return
-    if state.state.is_final:
+    if outcome == _BUSY:
+        raise StayBusy(f"another step of {booking_id} is running")
+    state = deps.store.load(raw, booking_id)
+    if state is None or state.state.is_final:
         return
-    if state.seq != seq:
+    if outcome == _STALE:
         if seq < state.seq:  # a re-run after a crash or a change: the chain goes on from there
             delay = until(state.next_check_at, deps.clock())
             await enqueue_step(deps.redis, booking_id, state.seq, delay=delay)
         return
-    lock = f"{deps.settings.key_prefix}:lock:{booking_id}"
-    ttl_ms = int(deps.settings.job_timeout * 1000)
-    if not await deps.redis.set(lock, job.job_id, nx=True, px=ttl_ms):
-        raise StayBusy(f"another step of {booking_id} is running")
     try:
-        # Re-read under the lock: a change may have landed since.
-        state = await deps.store.get(booking_id)
-        if state is None or state.state.is_final or state.seq != seq:
-            return
-        step = Step(deps, state.model_copy(deep=True), job, deps.clock())
-        step.expected = await deps.latency.expected(state.stay.device_id)
+        step = Step(deps, state, job, deps.clock())
+        learned = own if own is not None else workspace
+        step.expected = None if learned is None else float(learned)
         await _run(step)
         await _finish(step, expected_seq=seq)
     finally:
-        await deps.redis.eval(_UNLOCK, 1, lock, job.job_id)  # type: ignore[misc]
+        await deps.redis.register_script(_UNLOCK)(keys=[lock], args=[job.job_id])
 
 
 async def _run(step: Step) -> None:
@@ -158,4 +179,5 @@ async def _finish(step: Step, expected_seq: int) -> None:
             step.deps.redis, s.booking_id, s.seq, delay=until(s.next_check_at, step.now)
         )
     if step.learned is not None:
-        await step.deps.latency.record(s.stay.device_id, step.learned)
+        used = step.expected or step.deps.settings.poll_initial
+        await step.deps.latency.record(s.stay.device_id, step.learned, used)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from jobs.latency import Sample
 from jobs.payload import Stay
 from jobs.state import Failure, Phase, StayState
 from worker.deps import Deps
@@ -27,7 +28,7 @@ class Step:
     events: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     next_at: datetime | None = None
     expected: float | None = None  # the lock's learned programming time, seconds
-    learned: float | None = None  # a programming time observed by this step
+    learned: Sample | None = None  # what this step saw of the lock's programming time
 
     @property
     def stay(self) -> Stay:

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
 
     # Waiting for the lock: first check, growth, cap, jitter; deadline relative to starts_at.
     poll_initial: float = Field(5.0, gt=0)  # expected programming time until one is learned
-    poll_factor: float = Field(1.2, ge=1.0)
+    poll_factor: float = Field(1.1, ge=1.0)
     poll_max: float = Field(300.0, gt=0)
     poll_jitter: float = Field(0.05, ge=0, le=1)
     schedule_deadline: float = Field(3600.0, ge=0)
