@@ -8,7 +8,7 @@ no job running. Seam's per-device create limit is off here (Seam's own 10 a minu
 100,000 creates take hours); our budgets are set out of the way.
 
 Worker processes (`codeprov worker`, the CLI) talk to the sandbox over loopback (bench.served,
-in a thread of this process; `indexed` so the sandbox's own lookups stay O(1) per lock).
+in a thread of this process).
 `--max-jobs` (CODEPROV_MAX_JOBS, 50 here) only makes the backlog go faster.
 
 Figures: Redis `used_memory` after every stay waits, minus before the first was enqueued
@@ -42,7 +42,7 @@ from bench.common import (
     write_results,
 )
 from bench.pipeline import gather_limited
-from bench.served import ServedSandbox, indexed, serve_in_thread
+from bench.served import ServedSandbox, serve_in_thread
 from jobs.enqueue import enqueue_stay
 from jobs.state import Phase, StayStore
 from seam_sandbox import RateLimits, Sandbox, Scenario
@@ -105,7 +105,7 @@ def _measure(args: argparse.Namespace, redis_url: str, directory: Path) -> Footp
     with Redis.from_url(redis_url) as redis:
         redis.flushdb()
     scenario = Scenario(device_count=args.devices, rate_limits=RateLimits(per_device=False))
-    sandbox = indexed(Sandbox(scenario, seed=args.seed))
+    sandbox = Sandbox(scenario, seed=args.seed)
     with serve_in_thread(sandbox) as served:
         seam = Served(served.endpoint, sandbox.api_key, sandbox.device_ids)
         env = worker_env(redis_url, seam, rate_per_second=100_000, rate_burst=1000,

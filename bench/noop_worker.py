@@ -13,7 +13,8 @@ from typing import Any
 
 from arq.worker import Worker, func
 
-from worker.queue import STEP_FUNCTION, deserialize, redis_settings, serialize
+from worker.queue import STEP_FUNCTION
+from worker.runtime import worker_options
 from worker.settings import Settings
 
 
@@ -24,20 +25,7 @@ async def noop(ctx: dict[str, Any], **kwargs: Any) -> None:
 def noop_worker(settings: Settings, *, burst: bool = False, handle_signals: bool = True) -> Worker:
     return Worker(
         functions=[func(noop, name=STEP_FUNCTION, max_tries=100)],
-        queue_name=settings.queue_name,
-        redis_settings=redis_settings(settings),
-        burst=burst,
-        poll_delay=settings.queue_poll,
-        max_jobs=settings.max_jobs,
-        job_timeout=settings.job_timeout,
-        keep_result=0,
-        max_tries=50,
-        queue_read_limit=max(1000, settings.max_jobs * 20),
-        job_completion_wait=settings.shutdown_wait,
-        job_serializer=serialize,
-        job_deserializer=deserialize,
-        handle_signals=handle_signals,
-        log_results=False,
+        **worker_options(settings, burst=burst, handle_signals=handle_signals),
     )
 
 

@@ -46,7 +46,7 @@ from bench.common import (
     write_results,
 )
 from bench.pipeline import gather_limited
-from bench.served import ServedSandbox, indexed, serve_in_thread
+from bench.served import ServedSandbox, serve_in_thread
 from jobs.enqueue import enqueue_stay
 from seam_sandbox import DeviceDefaults, Latency, RateLimits, Sandbox, Scenario
 from worker.localredis import LocalRedis
@@ -114,7 +114,7 @@ def _variant(args: argparse.Namespace, redis_url: str, delay: float) -> Variant:
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         directory = Path(tmp)
         _flush(redis_url)
-        sandbox = indexed(Sandbox(_scenario(args), seed=args.seed))
+        sandbox = Sandbox(_scenario(args), seed=args.seed)
         with serve_in_thread(sandbox) as served:
             env = _env(redis_url, served, delay)
             codes_per_s, cpu, idle_cpu, idle_cmds, first = _codeprov(args, env, served,

@@ -13,19 +13,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from seam_sandbox import Sandbox
-from seam_sandbox.codes import AccessCode
-from seam_sandbox.state import SandboxState
-from seam_sandbox.validation import CreateInput
 from worker.localredis import free_port
 
 
@@ -82,26 +77,3 @@ def serve_in_thread(sandbox: Sandbox) -> Iterator[ServedSandbox]:
         thread.join(10)
 
 
-class _IndexedState(SandboxState):
-    _by_device: defaultdict[str, list[AccessCode]]
-
-    def live_codes(self, device_id: str | None = None) -> list[AccessCode]:
-        if device_id is None:
-            return super().live_codes()
-        now = self.now()
-        return [c for c in self._by_device[device_id] if not c.gone(now, self.timeline)]
-
-    def create(self, req: CreateInput) -> AccessCode:
-        code = super().create(req)
-        self._by_device[code.device_id].append(code)
-        return code
-
-
-def indexed(sandbox: Sandbox) -> Sandbox:
-    """The same sandbox, finding a device's codes in O(codes on that device)."""
-    state: Any = sandbox._state
-    if state.codes:
-        raise ValueError("index a sandbox before it holds codes")
-    state.__class__ = _IndexedState
-    state._by_device = defaultdict(list)
-    return sandbox

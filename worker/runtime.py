@@ -262,6 +262,24 @@ def make_worker(
                 max_tries=1,
             )
         ],
+        on_startup=startup,
+        on_shutdown=shutdown,
+        on_job_start=job_started,
+        after_job_end=job_recorded,
+        **worker_options(settings, burst=burst, poll_delay=poll_delay,
+                         handle_signals=handle_signals),
+    )
+
+
+def worker_options(
+    settings: Settings,
+    *,
+    burst: bool = False,
+    poll_delay: float | None = None,
+    handle_signals: bool = True,
+) -> dict[str, Any]:
+    """arq's settings for a codeprov worker (bench.noop_worker measures arq with the same)."""
+    return dict(
         queue_name=settings.queue_name,
         redis_settings=redis_settings(settings),
         burst=burst,
@@ -274,10 +292,6 @@ def make_worker(
         job_completion_wait=settings.shutdown_wait,
         job_serializer=serialize,
         job_deserializer=deserialize,
-        on_startup=startup,
-        on_shutdown=shutdown,
-        on_job_start=job_started,
-        after_job_end=job_recorded,
         handle_signals=handle_signals,
         log_results=False,
     )
