@@ -3,15 +3,19 @@
 A code's first look is timed at the lock's expected programming time E, then looks follow at
 E·r, E·r², … from when programming began (jobs/observe.py). E is kept near the time most of the
 lock's codes are ready by, with what each code tells for certain:
-- seen scheduled at its first look: it was ready by E. E moves down a little (x DOWN), probing
-  for a faster lock; a look much later than E (a busy queue) tells nothing and is ignored;
-- seen pending at least once: it needed more than that last pending look. E moves up to it, at
-  least x UP and at most x JUMP a code, so one lock that was offline for an hour does not
-  make its next codes wait an hour for their first look.
-Successes pull down by x DOWN and misses push up by at least x UP, so E settles where about
-ln UP / (ln UP + ln 1/DOWN) ≈ 2/3 of codes are ready by their first look, and the rest are
+- seen scheduled at its first look: it was ready by then. E moves down a little (x DOWN from
+  E, or from that look if it came earlier), probing for a faster lock; a look much later than
+  E (a busy queue) tells nothing and is ignored;
+- seen pending at least once: it needed more than that last pending look. E rises to UP x that
+  look (never falls for it: the sample may be older than E's last move), by at most x JUMP a
+  code, so one lock that was offline for an hour does not make its next codes wait an hour
+  for their first look.
+Successes pull down by x DOWN and misses push up by about x UP, so E settles where about
+ln UP / (ln UP + ln 1/DOWN) = 2/3 of codes are ready by their first look, and the rest are
 found one look (a fraction r - 1) later. A lock seen for the first time starts from the
-workspace's E (`*`), and its first code sets its own E without the x JUMP bound.
+workspace's E (`*`), and its first code sets its own E from its looks alone. The
+workspace's E is a moving mean (weight POOL) of the locks' new E values, so a burst of first
+codes on many new locks, all reported at once, cannot drag it far either way.
 """
 
 from __future__ import annotations
@@ -25,14 +29,20 @@ DOWN = 0.93
 UP = 1.15
 JUMP = 4.0
 LATE = 1.5  # a first look later than this x E says nothing about E
+POOL = 0.2  # weight of a lock's new E in the workspace's
 
 
 @dataclass(frozen=True)
 class Sample:
-    """What one code showed: ready by its first look, or pending until `pending_for` seconds."""
+    """What one code showed, in seconds after programming began: scheduled at the look at
+    `ready_by`; pending at the look at `pending_for` before it (0: that was the first look)."""
 
-    first_look: bool
+    ready_by: float
     pending_for: float = 0.0
+
+    @property
+    def first_look(self) -> bool:
+        return self.pending_for <= 0
 
 
 class LatencyBook:
@@ -45,24 +55,22 @@ class LatencyBook:
         value = own if own is not None else workspace
         return None if value is None else float(value)
 
-    async def record(self, device_id: str, sample: Sample, used: float) -> None:
-        """Fold one code's sample into the device's E and the workspace's; `used`: the E its
-        looks were timed by."""
-        if not (0 < used < 24 * 3600 and 0 <= sample.pending_for < 24 * 3600):
+    async def record(self, device_id: str, sample: Sample) -> None:
+        """Fold one code's sample into the device's E, and that into the workspace's."""
+        if not 0 <= sample.pending_for < sample.ready_by < 24 * 3600:
             return
         own, workspace = await self.redis.hmget(self.key, [device_id, WORKSPACE])  # type: ignore[misc]
-        mine = float(own) if own is not None else used
-        pool = float(workspace) if workspace is not None else used
-        means = {
-            device_id: step(mine, sample, bounded=own is not None),
-            WORKSPACE: step(pool, sample),
-        }
-        await self.redis.hset(self.key, mapping=means)  # type: ignore[misc]
+        mine = step(None if own is None else float(own), sample)
+        pool = mine if workspace is None else (1 - POOL) * float(workspace) + POOL * mine
+        await self.redis.hset(self.key, mapping={device_id: mine, WORKSPACE: pool})  # type: ignore[misc]
 
 
-def step(expected: float, sample: Sample, *, bounded: bool = True) -> float:
-    """The next E after one sample."""
+def step(expected: float | None, sample: Sample) -> float:
+    """The lock's next E after one sample; `expected`: its E now (None: its first code)."""
     if sample.first_look:
-        return expected * DOWN
-    grown = max(expected * UP, sample.pending_for)
-    return min(grown, expected * JUMP) if bounded else grown
+        ready = sample.ready_by if expected is None else min(expected, sample.ready_by)
+        return ready * DOWN
+    grown = sample.pending_for * UP
+    if expected is None:
+        return grown
+    return min(max(expected, grown), expected * JUMP)

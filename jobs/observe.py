@@ -47,14 +47,13 @@ def _scheduled(step: Step, code: AccessCode) -> None:
     s.state, s.scheduled_at = Phase.SCHEDULED, step.now
     since = s.programming_since
     if since is not None and step.now > since:
-        # Seen pending at a look after programming began: it needed longer than that look.
-        # Else this was the first look: ready by then, if the look came about when planned.
-        pending_for = (s.updated_at - since).total_seconds()
+        # Ready by this look; needed longer than the last look that saw it pending, if any. A
+        # first look that came much later than planned (a busy queue) tells nothing.
+        ready_by = (step.now - since).total_seconds()
+        pending_for = max(0.0, (s.updated_at - since).total_seconds())
         used = step.expected or step.deps.settings.poll_initial
-        if pending_for > 0:
-            step.learned = Sample(first_look=False, pending_for=pending_for)
-        elif (step.now - since).total_seconds() <= used * LATE:
-            step.learned = Sample(first_look=True)
+        if pending_for > 0 or ready_by <= used * LATE:
+            step.learned = Sample(ready_by=ready_by, pending_for=pending_for)
     pin = s.code if step.deps.settings.log_pins else mask_pin(s.code)
     step.emit(
         "info",

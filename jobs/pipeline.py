@@ -179,5 +179,4 @@ async def _finish(step: Step, expected_seq: int) -> None:
             step.deps.redis, s.booking_id, s.seq, delay=until(s.next_check_at, step.now)
         )
     if step.learned is not None:
-        used = step.expected or step.deps.settings.poll_initial
-        await step.deps.latency.record(s.stay.device_id, step.learned, used)
+        await step.deps.latency.record(s.stay.device_id, step.learned)

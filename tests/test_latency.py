@@ -6,7 +6,7 @@ import pytest
 from harness import Rig
 from redis.asyncio import Redis
 
-from jobs.latency import DOWN, JUMP, UP, LatencyBook, Sample, step
+from jobs.latency import DOWN, JUMP, POOL, UP, LatencyBook, Sample, step
 from jobs.state import Phase
 from seam_sandbox import DeviceSpec, Latency, Scenario
 
@@ -14,47 +14,69 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_unknown_device_falls_back_to_workspace(redis: Redis) -> None:
-    """A lock never seen uses the workspace's E; a seen lock its own."""
+    """A lock never seen uses the workspace's E; a seen lock its own, from its looks alone."""
     book = LatencyBook(redis)
     assert await book.expected("lock-1") is None
-    await book.record("lock-1", Sample(first_look=False, pending_for=10.0), used=5.0)
-    assert await book.expected("lock-1") == 10.0  # a lock's first code sets its E, unbounded
-    assert await book.expected("lock-3") == pytest.approx(10.0)  # the workspace's, bounded x4
-    await book.record("lock-2", Sample(first_look=True), used=10.0)
-    assert await book.expected("lock-2") == pytest.approx(10.0 * DOWN)
-    assert await book.expected("lock-1") == 10.0
+    await book.record("lock-1", Sample(ready_by=11.0, pending_for=10.0))
+    assert await book.expected("lock-1") == pytest.approx(10.0 * UP)
+    assert await book.expected("lock-3") == pytest.approx(10.0 * UP)  # the workspace's
+    await book.record("lock-2", Sample(ready_by=8.0))
+    assert await book.expected("lock-2") == pytest.approx(8.0 * DOWN)
+    assert await book.expected("lock-1") == pytest.approx(10.0 * UP)
+    mean = (1 - POOL) * 10.0 * UP + POOL * 8.0 * DOWN
+    assert await book.expected("lock-3") == pytest.approx(mean)
 
 
 async def test_ready_at_first_look_probes_down_pending_moves_up(redis: Redis) -> None:
-    """Ready by the first look: E shrinks by DOWN. Pending at a look: E grows to that look, by
-    UP at least and JUMP at most; absurd values are ignored."""
+    """Ready by the first look: E shrinks by DOWN. Pending at a look: E grows to UP x that look,
+    by JUMP at most, and never shrinks for it; absurd samples are ignored."""
     book = LatencyBook(redis)
-    await book.record("lock-1", Sample(first_look=False, pending_for=10.0), used=5.0)
-    await book.record("lock-1", Sample(first_look=True), used=10.0)
-    assert await book.expected("lock-1") == pytest.approx(10.0 * DOWN)
-    await book.record("lock-1", Sample(first_look=False, pending_for=9.4), used=9.3)
-    assert await book.expected("lock-1") == pytest.approx(10.0 * DOWN * UP)  # at least UP
-    await book.record("lock-1", Sample(first_look=False, pending_for=3600.0), used=10.0)
-    assert await book.expected("lock-1") == pytest.approx(10.0 * DOWN * UP * JUMP)  # one outlier
-    before = await book.expected("lock-1")
-    await book.record("lock-1", Sample(first_look=False, pending_for=1e9), used=10.0)
-    await book.record("lock-1", Sample(first_look=True), used=-1.0)
-    assert await book.expected("lock-1") == before
+    e = 10.0
+    await book.record("lock-1", Sample(ready_by=e / DOWN))
+    assert await book.expected("lock-1") == pytest.approx(e)
+    await book.record("lock-1", Sample(ready_by=e * 1.02))  # a little late: from E, not the look
+    e *= DOWN
+    assert await book.expected("lock-1") == pytest.approx(e)
+    await book.record("lock-1", Sample(ready_by=e * 1.1, pending_for=e))
+    e *= UP
+    assert await book.expected("lock-1") == pytest.approx(e)
+    await book.record("lock-1", Sample(ready_by=1.5, pending_for=1.0))
+    assert await book.expected("lock-1") == pytest.approx(e)  # an old, short look: no change
+    await book.record("lock-1", Sample(ready_by=3700.0, pending_for=3600.0))
+    e *= JUMP
+    assert await book.expected("lock-1") == pytest.approx(e)  # one outlier moves it x4 at most
+    await book.record("lock-1", Sample(ready_by=1e9, pending_for=1e8))
+    await book.record("lock-1", Sample(ready_by=-1.0))
+    await book.record("lock-1", Sample(ready_by=1.0, pending_for=2.0))
+    assert await book.expected("lock-1") == pytest.approx(e)
+
+
+async def test_a_burst_of_new_locks_leaves_the_workspace_near_their_time(redis: Redis) -> None:
+    """Fifty first codes on fifty new locks, all ready by their first look at 5 s: the
+    workspace's E stays at 5 x DOWN, not 5 x DOWN^50."""
+    book = LatencyBook(redis)
+    for i in range(50):
+        await book.record(f"lock-{i}", Sample(ready_by=5.0))
+    assert await book.expected("new-lock") == pytest.approx(5.0 * DOWN)
 
 
 def test_fixed_programming_time_settles_just_above_it() -> None:
-    """A lock that always takes 10 s: E settles in [10, 10 x UP), most first looks find the code
-    ready, and none of them is more than UP - 1 late."""
-    e, first_looks, late = 5.0, 0, 0.0
+    """A lock that always takes 10 s, looked at E, E x 1.1, …: E settles in [10, 10 x UP), most
+    first looks find the code ready, and none of them is more than UP - 1 late."""
+    e: float | None = None
+    first_looks, late = 0, 0.0
     for n in range(200):
-        if e >= 10.0:
-            sample = Sample(first_look=True)
+        look = e or 5.0
+        if look >= 10.0:
+            sample = Sample(ready_by=look)
             if n >= 100:
                 first_looks += 1
-                late = max(late, e / 10.0 - 1)
+                late = max(late, look / 10.0 - 1)
         else:
-            sample = Sample(first_look=False, pending_for=e)
-        e = step(e, sample, bounded=n > 0)
+            while look * 1.1 < 10.0:
+                look *= 1.1
+            sample = Sample(ready_by=look * 1.1, pending_for=look)
+        e = step(e, sample)
     assert 0.5 <= first_looks / 100 <= 0.8
     assert late < UP - 1
 
