@@ -12,6 +12,9 @@ often an idle worker looks for due jobs; `default` is the setting's default, 0.5
 - Baseline: `--noops` no-op jobs, then one `python -m bench.noop_worker` (the same arq
   settings, a step function that does nothing); jobs per second the same way (queue length).
   The ratio codes/s / no-op jobs/s is the share of arq's ceiling we keep.
+- Second baseline: `python -m bench.http_floor`, a code's two Seam calls (generate_code, create)
+  on httpx alone, `--stays` pairs. A worker that did nothing but arq's job handling and those
+  two calls would reach 1 / (1/no-op + 1/pairs) codes/s: the ceiling; we report our share.
 - Idle cost: the idle worker's CPU and the Redis commands per second it causes.
 - Enqueue to first Seam request on the idle worker: `--trials` times, one stay enqueued with the
   Python API; the time until the sandbox sees its generate_code arrive (p50, p95).
@@ -21,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -67,6 +72,10 @@ class Variant:
     noop_jobs_per_s: float
     noop_cpu: float
     ratio: float
+    http_pairs_per_s: float  # generate_code + create on httpx alone (bench.http_floor)
+    http_cpu: float
+    ceiling_codes_per_s: float  # 1 / (1/no-op + 1/pairs): arq's job handling + the two calls
+    ceiling_ratio: float
     idle_cpu: float
     idle_redis_commands_per_s: float
     first_request_ms: dict[str, float | int]
@@ -119,12 +128,17 @@ def _variant(args: argparse.Namespace, redis_url: str, delay: float) -> Variant:
             env = _env(redis_url, served, delay)
             codes_per_s, cpu, idle_cpu, idle_cmds, first = _codeprov(args, env, served,
                                                                      directory)
+            pairs_per_s, http_cpu = _http_floor(args, env, served)
         _flush(redis_url)
         noops_per_s, noop_cpu = _noop(args, env, redis_url, directory)
+    ceiling = 1 / (1 / noops_per_s + 1 / pairs_per_s)
     return Variant(
         queue_poll=delay, codes_per_s=round(codes_per_s, 1), codeprov_cpu=round(cpu, 2),
         noop_jobs_per_s=round(noops_per_s, 1), noop_cpu=round(noop_cpu, 2),
-        ratio=round(codes_per_s / noops_per_s, 3), idle_cpu=round(idle_cpu, 3),
+        ratio=round(codes_per_s / noops_per_s, 3),
+        http_pairs_per_s=round(pairs_per_s, 1), http_cpu=round(http_cpu, 2),
+        ceiling_codes_per_s=round(ceiling, 1), ceiling_ratio=round(codes_per_s / ceiling, 3),
+        idle_cpu=round(idle_cpu, 3),
         idle_redis_commands_per_s=round(idle_cmds, 1),
         first_request_ms=spread([x * 1000 for x in first], 1),
     )
@@ -179,6 +193,18 @@ def _noop(args: argparse.Namespace, env: dict[str, str], redis_url: str,
     asyncio.run(_enqueue_noops(Settings(redis_url=redis_url), args.noops))
     with _worker("noop", env, directory, wait=False) as proc:
         return _rate(proc, redis_url, args.noops, _noops_done(args.noops))
+
+
+def _http_floor(args: argparse.Namespace, env: dict[str, str],
+                served: ServedSandbox) -> tuple[float, float]:
+    command = [sys.executable, "-m", "bench.http_floor", str(args.stays),
+               *served.sandbox.device_ids]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.http_floor failed: {done.stderr[-2000:]}")
+    found = json.loads(done.stdout)
+    return float(found["pairs_per_s"]), float(found["cpu"])
 
 
 def _results_len(redis: Redis) -> int:
@@ -305,7 +331,9 @@ def _row(v: Variant) -> str:
     f = v.first_request_ms
     return (f"  queue_poll {v.queue_poll:<5} codeprov {v.codes_per_s:7.1f} codes/s "
             f"({v.codeprov_cpu:.2f} CPU)  arq no-op {v.noop_jobs_per_s:7.1f} jobs/s "
-            f"({v.noop_cpu:.2f} CPU)  ratio {v.ratio:.3f}  first request p50 {f['p50']} ms "
+            f"({v.noop_cpu:.2f} CPU)  ratio {v.ratio:.3f}  httpx alone {v.http_pairs_per_s:.1f} "
+            f"pairs/s ({v.http_cpu:.2f} CPU)  ceiling {v.ceiling_codes_per_s:.1f} codes/s, "
+            f"share {v.ceiling_ratio:.2f}  first request p50 {f['p50']} ms "
             f"p95 {f['p95']} ms  idle {v.idle_cpu:.3f} CPU, "
             f"{v.idle_redis_commands_per_s:.0f} Redis cmd/s")
 
@@ -313,7 +341,9 @@ def _row(v: Variant) -> str:
 def _targets(variants: list[Variant]) -> list[Target]:
     shipped = variants[0]  # the first --queue-polls value: the default unless told otherwise
     others = variants[1:]
-    note = "; ".join(f"queue_poll {v.queue_poll}: {v.ratio:g}" for v in others)
+    note = "; ".join([f"share of the arq + httpx ceiling {shipped.ceiling_ratio:g} "
+                      f"({shipped.ceiling_codes_per_s:g} codes/s)"]
+                     + [f"queue_poll {v.queue_poll}: {v.ratio:g}" for v in others])
     first = float(shipped.first_request_ms["p50"])
     first_note = "; ".join(f"queue_poll {v.queue_poll}: {v.first_request_ms['p50']} ms"
                            for v in others)

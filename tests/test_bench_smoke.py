@@ -53,12 +53,14 @@ def test_pipeline_reports_calls_and_lag_for_codeprov_and_naive(tmp_path: Path) -
 
 
 def test_overhead_reports_throughput_ratio_and_first_request(tmp_path: Path) -> None:
-    """The overhead benchmark compares codes/s with arq's no-op jobs/s and times first requests."""
+    """The overhead benchmark compares codes/s with arq's no-op jobs/s and with the ceiling of
+    arq plus a code's two calls on httpx alone, and times first requests."""
     body = bench("overhead", tmp_path / "overhead.json", "--stays", "20", "--noops", "200",
                  "--trials", "2", "--idle", "0.5", "--queue-polls", "default")
     check_common(body, "overhead")
     (variant,) = body["results"]["variants"]
     assert variant["codes_per_s"] > 0 and variant["noop_jobs_per_s"] > 0
+    assert variant["http_pairs_per_s"] > 0 and variant["ceiling_codes_per_s"] > 0
     assert variant["first_request_ms"]["n"] == 2
 
 
