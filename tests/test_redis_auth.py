@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,45 @@ def test_wrong_password_is_a_clear_error_without_the_password(
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("codeprov: ") and "authenticat" in last.lower(), last
+
+
+def worker_env(secured: LocalRedis, tmp_path: Path, password: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEPROV_", "SEAM_"))}
+    return env | {"REDIS_URL": url(secured, password), "SEAM_API_KEY": "seam_test_key",
+                  "CODEPROV_HEARTBEAT_FILE": str(tmp_path / "heartbeat"),
+                  "CODEPROV_HEARTBEAT_INTERVAL": "0.2", "CODEPROV_LOG_FORMAT": "json"}
+
+
+def test_refused_worker_says_so_and_turns_unhealthy(secured: LocalRedis, tmp_path: Path) -> None:
+    """A worker service whose password Redis refuses logs `worker.redis_refused` (no secret)
+    and does not beat, so `codeprov health` fails; it does not pass for a Redis outage."""
+    env = worker_env(secured, tmp_path, WRONG)
+    (tmp_path / "heartbeat").touch()  # as a worker that ran before left it
+    with subprocess.Popen([CODEPROV, "worker"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            first = json.loads(proc.stdout.readline())
+            time.sleep(1.0)  # past the heartbeat's 3 x 0.2 s
+            health = subprocess.run([CODEPROV, "health"], env=env, cwd=ROOT,
+                                    capture_output=True, text=True, timeout=30, check=False)
+        finally:
+            proc.terminate()
+            out, err = proc.communicate(timeout=20)
+    assert first["event"] == "worker.redis_refused", first
+    assert "REDIS_URL" in first["message"]
+    assert WRONG not in json.dumps(first) + out + err
+    assert health.returncode == 1, health.stdout + health.stderr
+
+
+def test_refused_burst_worker_exits_with_the_reason(secured: LocalRedis, tmp_path: Path) -> None:
+    """`codeprov worker --burst` with a refused password ends at once, non-zero, saying why."""
+    done = subprocess.run([CODEPROV, "worker", "--burst"], env=worker_env(secured, tmp_path, WRONG),
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("codeprov: Redis refused the credentials in REDIS_URL"), last
+    assert WRONG not in done.stdout + done.stderr
 
 
 def test_rediss_checks_the_certificate_host_name() -> None:

@@ -8,6 +8,7 @@ chain; a bad job never raises out of here, so it never kills a worker or blocks 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +21,14 @@ from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 from arq.cron import cron
 from arq.worker import Worker, func
-from redis.exceptions import RedisError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
+    AuthorizationError,
+    NoPermissionError,
+    RedisError,
+    ResponseError,
+)
 
 from jobs.intake import Intake
 from jobs.latency import LatencyBook
@@ -297,6 +305,9 @@ def worker_options(
     )
 
 
+REFUSED = "Redis refused the credentials in REDIS_URL: fix its user and password, or the ACL"
+
+
 def run_worker(settings: Settings, *, burst: bool = False) -> None:
     """Run a worker until SIGTERM/SIGINT (or an empty queue with burst), riding out Redis outages.
 
@@ -310,6 +321,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
         started = time.monotonic()
         worker = make_worker(settings, burst=burst, orphaned=orphaned, running=running)
         try:
+            loop.run_until_complete(_check_credentials(settings))
             if burst and settings.intake:
                 loop.run_until_complete(drain_intake(settings))
             worker.run()
@@ -322,15 +334,65 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
             # Started and never recorded as ended: their in-progress keys would block them.
             orphaned, running = sorted(running | set(worker.tasks)), set()
             delay = backoff(attempt, base=1.0, cap=30.0, jitter=0.5)
-            get_logger().error(
-                "worker.redis_unavailable",
-                error=f"{type(exc).__name__}: {exc}",
-                redis=mask_url(settings.redis_url),
-                retry_in_s=round(delay, 3),
-            )
-            _sleep_alive(delay)
+            refused = _refused(exc)
+            if refused and burst:
+                raise SystemExit(f"codeprov: {REFUSED}: {type(exc).__name__}") from None
+            if refused:
+                # Configuration, not an outage: a service keeps trying (the ACL may be fixed),
+                # but stops beating, so `codeprov health` and the orchestrator see a worker that
+                # cannot work. A burst run ends with the error (above).
+                get_logger().error(
+                    "worker.redis_refused",
+                    error=f"{type(exc).__name__}: {exc}",
+                    redis=mask_url(settings.redis_url),
+                    retry_in_s=round(delay, 3),
+                    message=REFUSED,
+                )
+            else:
+                get_logger().error(
+                    "worker.redis_unavailable",
+                    error=f"{type(exc).__name__}: {exc}",
+                    redis=mask_url(settings.redis_url),
+                    retry_in_s=round(delay, 3),
+                )
         finally:
             _close_loop(loop)
+        # Outside the loop: arq's signal handlers went with it, so SIGTERM ends a waiting worker.
+        if refused:
+            time.sleep(delay)
+        else:
+            _sleep_alive(delay)
+
+
+async def _check_credentials(settings: Settings) -> None:
+    """One quick PING, so wrong credentials are told at once, not after arq's ten retries.
+
+    Raises only if Redis refused us; an unreachable Redis is left to arq's own retries.
+    """
+    from arq import create_pool
+
+    try:
+        pool = await create_pool(dataclasses.replace(redis_settings(settings), conn_retries=0))
+    except RedisError as exc:
+        if _refused(exc):
+            raise
+        return
+    try:
+        await pool.ping()
+    except RedisError as exc:
+        if _refused(exc):
+            raise
+    finally:
+        await pool.aclose()
+
+
+def _refused(exc: BaseException) -> bool:
+    """Redis turned our user or password away, or the user may not run our commands."""
+    refusals = (AuthenticationError, AuthorizationError, AuthenticationWrongNumberOfArgsError,
+                NoPermissionError)
+    if isinstance(exc, refusals):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
 
 
 def _intake_waiting(settings: Settings) -> bool:
