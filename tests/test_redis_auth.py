@@ -129,3 +129,31 @@ def test_rediss_checks_the_certificate_host_name() -> None:
     """rediss:// checks that the certificate names the host, not only that a known CA signed it."""
     rs = redis_settings(Settings(redis_url="rediss://app:pw@redis.internal:6380/0"))
     assert (rs.ssl, rs.ssl_cert_reqs, rs.ssl_check_hostname) == (True, "required", True)
+
+
+def test_a_private_ca_is_trusted_for_rediss(tmp_path: Path) -> None:
+    """CODEPROV_REDIS_TLS_CA points redis-py at a private CA's bundle, hostname still checked."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    rs = redis_settings(Settings(redis_url="rediss://app:pw@redis.internal:6380/0",
+                                 redis_tls_ca=ca))
+    assert (rs.ssl_ca_certs, rs.ssl_check_hostname) == (str(ca), True)
+
+
+@pytest.mark.parametrize(
+    ("url", "ca", "problem"),
+    [("redis://redis.internal:6379/0", "ca.pem", "is not rediss://"),
+     ("rediss://redis.internal:6380/0", "missing.pem", "redis_tls_ca")],
+)
+def test_a_ca_setting_that_cannot_work_is_a_clear_error(
+    tmp_path: Path, url: str, ca: str, problem: str
+) -> None:
+    """A CA for a plain-text URL, or a CA file that is not there: `codeprov` names the setting."""
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEPROV_", "SEAM_"))}
+    env |= {"REDIS_URL": url, "CODEPROV_REDIS_TLS_CA": str(tmp_path / ca)}
+    done = subprocess.run([CODEPROV, "status", "B1"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert problem in done.stderr, done.stderr

@@ -80,6 +80,8 @@ def redis_settings(settings: Settings) -> RedisSettings:
     rs.retry_on_error = [RedisConnectionError, RedisTimeoutError]
     rs.retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=5)
     rs.ssl_check_hostname = rs.ssl  # arq leaves it off: any trusted certificate would do
+    if settings.redis_tls_ca is not None:
+        rs.ssl_ca_certs = str(settings.redis_tls_ca)  # trust this CA (not the system's) for Redis
     return rs
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SEAM_PRODUCTION = "https://connect.getseam.com"
@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     )
 
     redis_url: str = Field(DEFAULT_REDIS_URL, validation_alias="REDIS_URL")
+    redis_tls_ca: FilePath | None = None  # a private CA's PEM bundle, for rediss://
     seam_api_key: SecretStr = Field(SecretStr(""), validation_alias="SEAM_API_KEY")
     seam_endpoint: str = Field(SEAM_PRODUCTION, validation_alias="SEAM_ENDPOINT")
 
@@ -74,6 +75,12 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
         return value
+
+    @model_validator(mode="after")
+    def _ca_needs_tls(self) -> Settings:
+        if self.redis_tls_ca is not None and not self.redis_url.startswith("rediss://"):
+            raise ValueError("CODEPROV_REDIS_TLS_CA is set, but REDIS_URL is not rediss:// (TLS)")
+        return self
 
 
 def mask_url(url: str) -> str:
