@@ -85,9 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stays", type=int, default=600, help="stays per throughput run [600]")
     parser.add_argument("--noops", type=int, default=5000, help="no-op jobs per run [5000]")
     parser.add_argument("--devices", type=int, default=200, help="sandbox locks [200]")
-    parser.add_argument("--queue-polls", default="default,0.02",
+    parser.add_argument("--queue-polls", default="default,0.05",
                         help="CODEPROV_QUEUE_POLL values to compare, s, comma-separated; "
-                             "`default`: the setting's default [default,0.02]")
+                             "`default`: the setting's default [default,0.05]")
     parser.add_argument("--trials", type=int, default=20, help="first-request trials [20]")
     parser.add_argument("--idle", type=float, default=5.0, help="idle measurement, s [5]")
     parser.add_argument("--seed", type=int, default=0, help="sandbox and trial seed [0]")
