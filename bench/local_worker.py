@@ -16,7 +16,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from worker.limiter import Budgets, Limiter, Rate
+from worker.limiter import GRANTED, PAUSED, REFUSED, Budgets, Limiter, Rate
 from worker.settings import Settings
 
 
@@ -38,21 +38,25 @@ class LocalLimiter(Limiter):
         self._penalties: dict[str, float] = {}
 
     async def _gcra(
-        self, buckets: Sequence[tuple[str, Rate]], penalties: Sequence[str], *, reserve: bool
-    ) -> tuple[bool, float]:
+        self,
+        buckets: Sequence[tuple[str, Rate]],
+        penalties: Sequence[str],
+        *,
+        ahead: float | None = None,
+    ) -> tuple[int, float]:
         """The arithmetic of Limiter's Lua script, on this process's clock and dicts."""
         now = self._monotonic()
         wait = max((self._penalties.get(key, 0.0) - now for key in penalties), default=0.0)
         if wait > 0:
-            return False, wait
+            return PAUSED, wait
         tats = {key: max(self._tats.get(key, now), now) for key, _ in buckets}
         wait = max((tats[key] - now - _seconds(r.tolerance_ms) for key, r in buckets), default=0.0)
-        if wait > 0 and not reserve:
-            return False, wait
+        if wait > 0 and (ahead is None or wait > ahead):
+            return REFUSED, wait
         wait = max(wait, 0.0)
         for key, r in buckets:
             self._tats[key] = max(tats[key], now + wait) + _seconds(r.interval_ms)
-        return True, wait
+        return GRANTED, wait
 
     async def penalize(self, device_id: str | None, seconds: float) -> None:
         key = self.penalty_key(device_id)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 from arq.connections import ArqRedis
@@ -22,7 +22,7 @@ from redis.exceptions import WatchError
 
 from jobs.changeset import Decision, decide
 from jobs.payload import Action, Message, Stay, parse_message
-from jobs.state import StayState, StayStore
+from jobs.state import StayStore
 from worker.deps import utcnow
 from worker.errors import InvalidInput
 from worker.logs import get_logger
@@ -31,7 +31,6 @@ from worker.settings import Settings
 
 Result = Literal["enqueued", "duplicate", "invalid"]
 TOMBSTONE_SECONDS = 90 * 24 * 3600
-URGENT_WITHIN = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -113,12 +112,6 @@ def _stage(store: StayStore, pipe: Any, decision: Decision, tomb: str) -> None:
         pipe.set(tomb, decision.tombstone, ex=TOMBSTONE_SECONDS)
 
 
-def _urgent(state: StayState, now: datetime) -> bool:
-    """Fairness: a stay starting within a day, a change, or a cancel goes ahead of any backlog."""
-    starts = state.stay.starts_at  # None: an ongoing code, wanted now
-    return state.changed_at is not None or starts is None or starts - now < URGENT_WITHIN
-
-
 async def _after(
     redis: ArqRedis, message: Message, decision: Decision, now: datetime
 ) -> EnqueueResult:
@@ -136,7 +129,7 @@ async def _after(
     if state is not None and not state.state.is_final:
         # Also heals a chain whose job was lost: enqueueing a step is idempotent.
         if decision.write is not None:
-            delay = JUMP_AHEAD if _urgent(decision.write, now) else 0.0
+            delay = JUMP_AHEAD if decision.write.is_urgent(now) else 0.0
         else:
             delay = max(0.0, ((state.next_check_at or now) - now).total_seconds())
         await enqueue_step(redis, bid, state.seq, delay=delay)

@@ -6,6 +6,7 @@ finds that intent without a recorded code looks for the code by name before crea
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 import anyio
@@ -53,7 +54,10 @@ async def _take_turn(step: Step) -> bool:
     """
     s, stay, deps = step.state, step.state.stay, step.deps
     if s.create_slot is None or s.create_slot.device_id != stay.device_id:
-        wait = await deps.limiter.reserve(Operation.CREATE, stay.device_id)
+        # Urgent stays take a turn however far; the others only within the horizon, so the
+        # turns handed out stay few and an urgent stay arriving later is not behind all of them.
+        within = math.inf if s.is_urgent(step.now) else deps.settings.create_turn_horizon
+        wait = await deps.limiter.reserve(Operation.CREATE, stay.device_id, within=within)
         s.create_slot = Slot(device_id=stay.device_id, at=step.now + timedelta(seconds=wait))
     wait = (s.create_slot.at - step.now).total_seconds()
     if wait > deps.settings.rate_max_sleep:

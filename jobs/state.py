@@ -26,6 +26,7 @@ from jobs.payload import Stay, describe
 from worker.errors import InvalidInput
 
 RETENTION_AFTER_END = timedelta(days=30)
+URGENT_WITHIN = timedelta(hours=24)
 
 
 class Phase(enum.StrEnum):
@@ -119,6 +120,11 @@ class StayState(BaseModel):
     @property
     def booking_id(self) -> str:
         return self.stay.booking_id
+
+    def is_urgent(self, now: datetime) -> bool:
+        """Fairness: a stay starting within a day, a change, or a cancel goes ahead of a backlog."""
+        starts = self.stay.starts_at  # None: an ongoing code, wanted now
+        return self.changed_at is not None or starts is None or starts - now < URGENT_WITHIN
 
     def public(self) -> dict[str, Any]:
         """The `codeprov status --json` shape: a contract, keep the field names."""

@@ -36,3 +36,37 @@ async def test_waiters_on_one_lock_come_back_once_each(redis: Redis, redis_url: 
     assert runs[1:] == [2] * (STAYS - 1)  # the others: reserve, then create at their turn
     generated = sum(stats["requests"]["/access_codes/generate_code"].values())
     assert generated == STAYS  # one PIN each, fetched at its turn, no spares
+
+
+async def test_an_urgent_stay_does_not_wait_behind_every_turn(redis: Redis, redis_url: str) -> None:
+    """Twelve stays two days out take turns on a lock that creates two a second, but only within
+    a 1 s horizon; a stay starting in an hour, enqueued once the first of them is created, is
+    created within the next few turns, not after all twelve."""
+    scenario = Scenario(
+        devices=[DeviceSpec(id="lock-1", latency=Latency.fixed(0))],
+        rate_limits=RateLimits(per_device=False),
+    )
+    overrides = {"device_creates_per_minute": 120, "rate_max_sleep": 0.0,
+                 "create_turn_horizon": 1.0}
+    async with Rig(redis_url, scenario, overrides=overrides) as rig:
+        for i in range(12):
+            await rig.enqueue(rig.stay(f"later{i}", days_ahead=2))
+        urgent_sent = False
+
+        async def done() -> bool:
+            nonlocal urgent_sent
+            states = [await rig.state(f"later{i}") for i in range(12)]
+            if not urgent_sent and any(s.state is Phase.SCHEDULED for s in states):
+                await rig.enqueue(rig.stay("urgent", days_ahead=1 / 24))
+                urgent_sent = True
+            finished = [s for s in states if s.state is Phase.SCHEDULED]
+            if not urgent_sent or len(finished) < 12:
+                return False
+            return (await rig.state("urgent")).state is Phase.SCHEDULED
+
+        await rig.run_until(done, timeout=40)
+        later = [await rig.state(f"later{i}") for i in range(12)]
+        urgent = await rig.state("urgent")
+    assert urgent.scheduled_at is not None
+    behind = sum(1 for s in later if s.scheduled_at and s.scheduled_at > urgent.scheduled_at)
+    assert behind >= 6, sorted(s.scheduled_at for s in later if s.scheduled_at)

@@ -165,6 +165,24 @@ async def test_waiters_on_one_lock_get_their_own_slots_in_turn(redis: Redis) -> 
     assert await lim.reserve(Operation.CREATE, "lock-2") == 0  # other locks are not held up
 
 
+async def test_no_turn_is_handed_out_beyond_the_horizon(redis: Redis) -> None:
+    """With a 2.5-minute horizon on a create a minute, three turns are handed out (0, 1, 2
+    minutes away); the fourth caller is told to come back once its turn would be inside the
+    horizon (within one interval of jitter) and spends nothing; an unbounded caller still gets
+    the fourth turn."""
+    clock = FakeClock()
+    lim = limiter(redis, Rate(10), creates=Rate(1, 60.0), clock=clock)
+    slot = MINUTE + RESERVE_SLACK_MS
+    horizon = 150.0
+    waits = [round(await lim.reserve(Operation.CREATE, "lock-1", within=horizon) * 1000)
+             for _ in range(3)]
+    assert waits == [0, slot, 2 * slot]
+    with pytest.raises(RateLimitWait) as later:
+        await lim.reserve(Operation.CREATE, "lock-1", within=horizon)
+    assert 3 * slot / 1000 - horizon <= later.value.retry_after <= 4 * slot / 1000 - horizon
+    assert round(await lim.reserve(Operation.CREATE, "lock-1") * 1000) == 3 * slot
+
+
 async def test_a_reserved_create_spends_only_the_workspace_token(redis: Redis) -> None:
     """At its slot the create takes the workspace's token and not the device's again, and a
     plain create meanwhile waits for the slots already given out."""

@@ -23,14 +23,14 @@ from redis.asyncio import Redis
 from worker.errors import RateLimitWait
 
 # KEYS: bucket keys, then penalty keys. ARGV: bucket count, per bucket (interval_ms,
-# tolerance_ms), a mode (0: take a token now or not at all; 1: reserve the earliest free slot),
-# then optionally now_ms (tests); else Redis server time, one clock for all.
-# Returns {granted, wait_ms}. Mode 0: granted 1 with wait 0 when every bucket had a token (all
-# spent), else 0 and the wait. Mode 1: a penalty gives {0, its ttl}; otherwise the slot `wait_ms`
-# from now is spent in every bucket at once, {1, wait_ms}: that caller, and only it, goes then.
+# tolerance_ms), ahead_ms (-1: take a token now or none; else reserve the earliest free slot if
+# it is at most ahead_ms away), then optionally now_ms (tests); else Redis server time, one clock
+# for all. Returns {status, wait_ms}: {1, wait} granted, every bucket spent (the slot `wait` ms
+# from now is this caller's, and only its); {0, wait} refused by a bucket, nothing spent;
+# {-1, ttl} refused by a penalty (a 429's pause), nothing spent.
 _GCRA = """
 local nb = tonumber(ARGV[1])
-local reserve = tonumber(ARGV[2 * nb + 2]) == 1
+local ahead = tonumber(ARGV[2 * nb + 2])
 local now = tonumber(ARGV[2 * nb + 3])
 if not now then
   local t = redis.call('TIME')
@@ -41,7 +41,7 @@ for i = nb + 1, #KEYS do
   local ttl = redis.call('PTTL', KEYS[i])
   if ttl > wait then wait = ttl end
 end
-if wait > 0 then return {0, wait} end
+if wait > 0 then return {-1, wait} end
 local tats = {}
 for i = 1, nb do
   local tat = tonumber(redis.call('GET', KEYS[i]) or now)
@@ -50,7 +50,7 @@ for i = 1, nb do
   local over = tat - now - tonumber(ARGV[2 * i + 1])
   if over > wait then wait = over end
 end
-if wait > 0 and not reserve then return {0, wait} end
+if wait > 0 and (ahead < 0 or wait > ahead) then return {0, wait} end
 for i = 1, nb do
   local tat = math.max(tats[i], now + wait) + tonumber(ARGV[2 * i])
   redis.call('SET', KEYS[i], tat, 'PX', math.max(1, tat - now))
@@ -63,6 +63,7 @@ return {1, wait}
 # this much more between slots (at most 2 % of the interval) keeps a late one from crowding the
 # next into Seam's window.
 RESERVE_SLACK_MS = 100
+GRANTED, REFUSED, PAUSED = 1, 0, -1  # the script's status
 
 
 class Operation(enum.Enum):
@@ -133,44 +134,57 @@ class Limiter:
             penalties.append(self.penalty_key(device_id))  # a reserved slot still waits out a 429
             if not reserved:
                 buckets.append((self._device_key(operation, device_id), rate))
-        granted, wait = await self._gcra(buckets, penalties, reserve=False)
-        return 0.0 if granted else wait
+        status, wait = await self._gcra(buckets, penalties)
+        return 0.0 if status == GRANTED else wait
 
-    async def reserve(self, operation: Operation, device_id: str) -> float:
+    async def reserve(
+        self, operation: Operation, device_id: str, *, within: float = math.inf
+    ) -> float:
         """Spend the device's next free token for `operation`; seconds until it may be used.
 
         Waiters on one lock get its slots in turn, each its own, instead of all coming back at
         the same instant to race for one token. The caller then sends at its slot with
-        `acquire(..., reserved=True)`; a slot not used is lost, never given to another. Under a
-        penalty (Seam's 429) nothing is reserved: RateLimitWait, try again after it.
+        `acquire(..., reserved=True)`; a slot not used is lost, never given to another. Nothing
+        is reserved (RateLimitWait: try again then) under a penalty (Seam's 429), or when the
+        next free slot is more than `within` seconds away: the queue of turns stays short, and a
+        later, more urgent caller (with a longer `within`) does not wait behind all of it.
         """
         rate = self._budgets.device.get(operation)
         if rate is None:
             return 0.0
         slack = min(RESERVE_SLACK_MS, rate.interval_ms // 50)
         slotted = Rate(rate.count, rate.per, rate.burst, slack_ms=slack)
-        granted, wait = await self._gcra(
+        status, wait = await self._gcra(
             [(self._device_key(operation, device_id), slotted)],
             [self.penalty_key(None), self.penalty_key(device_id)],
-            reserve=True,
+            ahead=within,
         )
-        if not granted:
-            raise RateLimitWait(_scope(operation, device_id), wait)
-        return wait
+        if status == GRANTED:
+            return wait
+        if status == REFUSED:  # beyond the horizon: back when its slot would be inside it
+            wait = wait - within + random.uniform(0, slotted.interval_ms / 1000)
+        raise RateLimitWait(_scope(operation, device_id), wait)
 
     async def _gcra(
-        self, buckets: Sequence[tuple[str, Rate]], penalties: Sequence[str], *, reserve: bool
-    ) -> tuple[bool, float]:
-        """Run the script: (granted, seconds to wait); see _GCRA. LocalLimiter overrides this."""
+        self,
+        buckets: Sequence[tuple[str, Rate]],
+        penalties: Sequence[str],
+        *,
+        ahead: float | None = None,
+    ) -> tuple[int, float]:
+        """Run the script: (status, seconds); see _GCRA. LocalLimiter overrides this.
+
+        `ahead`: None takes a token now or none; seconds reserve a slot at most that far away.
+        """
         args: list[int] = [len(buckets)]
         for _, r in buckets:
             args += [r.interval_ms, r.tolerance_ms]
-        args.append(1 if reserve else 0)
+        args.append(-1 if ahead is None else int(min(ahead, 10**12 / 1000) * 1000))
         if self._now_ms is not None:
             args.append(self._now_ms())
         keys = [k for k, _ in buckets] + list(penalties)
-        granted, wait_ms = await self._script(keys=keys, args=args)
-        return bool(granted), int(wait_ms) / 1000
+        status, wait_ms = await self._script(keys=keys, args=args)
+        return int(status), int(wait_ms) / 1000
 
     def _device_key(self, operation: Operation, device_id: str) -> str:
         return f"{self._prefix}:rl:device:{operation.value}:{device_id}"

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     device_updates_per_minute: float = Field(10.0, gt=0)
     device_deletes_per_minute: float = Field(20.0, gt=0)
     rate_max_sleep: float = Field(2.0, ge=0)
+    create_turn_horizon: float = Field(60.0, ge=0)  # non-urgent stays reserve turns this far ahead
 
     results_maxlen: int = Field(100_000, ge=100)
     intake: bool = True  # consume the intake stream in this worker
