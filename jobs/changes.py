@@ -115,7 +115,7 @@ async def apply_update(step: Step) -> bool:
         fields["name"] = target.name
     await step.deps.seam.update_access_code(s.access_code_id, s.stay.device_id, **fields)
     s.applied, s.state, s.checks = target, Phase.WAITING, 0
-    s.programming_since = step.now
+    s.programming_since = step.deps.clock()  # the update's answer: the lock starts now
     step.emit(
         "info",
         "access_code.update_requested",

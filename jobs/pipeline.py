@@ -176,7 +176,8 @@ async def _finish(step: Step, expected_seq: int) -> None:
         getattr(log, level)(event, **fields)
     if not s.state.is_final:
         await enqueue_step(
-            step.deps.redis, s.booking_id, s.seq, delay=until(s.next_check_at, step.now)
+            # From now, not from the step's start: its own calls must not make the look late.
+            step.deps.redis, s.booking_id, s.seq, delay=until(s.next_check_at, step.deps.clock())
         )
     if step.learned is not None:
         await step.deps.latency.record(s.stay.device_id, step.learned)

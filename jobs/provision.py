@@ -125,7 +125,7 @@ def adopt(
     s.access_code_id = code.access_code_id
     s.code = code.code or s.code
     s.state = Phase.WAITING
-    s.programming_since = step.now
+    s.programming_since = step.deps.clock()  # the create's answer: the lock starts now
     # What the create asked for (Seam may round times in its echo: never compare with those).
     s.applied = applied or s.requested or Applied.of(s.stay)
     s.requested = None  # `applied` holds it now; a waiting stay's record stays small

@@ -18,18 +18,19 @@ async def test_unknown_device_falls_back_to_workspace(redis: Redis) -> None:
     book = LatencyBook(redis)
     assert await book.expected("lock-1") is None
     await book.record("lock-1", Sample(ready_by=11.0, pending_for=10.0))
-    assert await book.expected("lock-1") == pytest.approx(10.0 * UP)
-    assert await book.expected("lock-3") == pytest.approx(10.0 * UP)  # the workspace's
+    assert await book.expected("lock-1") == pytest.approx(11.0)  # found at 11 s: E = 11 s
+    assert await book.expected("lock-3") == pytest.approx(11.0)  # the workspace's
     await book.record("lock-2", Sample(ready_by=8.0))
     assert await book.expected("lock-2") == pytest.approx(8.0 * DOWN)
-    assert await book.expected("lock-1") == pytest.approx(10.0 * UP)
-    mean = (1 - POOL) * 10.0 * UP + POOL * 8.0 * DOWN
+    assert await book.expected("lock-1") == pytest.approx(11.0)
+    mean = (1 - POOL) * 11.0 + POOL * 8.0 * DOWN
     assert await book.expected("lock-3") == pytest.approx(mean)
 
 
 async def test_ready_at_first_look_probes_down_pending_moves_up(redis: Redis) -> None:
-    """Ready by the first look: E shrinks by DOWN. Pending at a look: E grows to UP x that look,
-    by JUMP at most, and never shrinks for it; absurd samples are ignored."""
+    """Ready by the first look: E shrinks by DOWN. Pending at a look: E grows to the look that
+    found it, or UP x the pending one if they were far apart, by JUMP at most, and never shrinks
+    for it; absurd samples are ignored."""
     book = LatencyBook(redis)
     e = 10.0
     await book.record("lock-1", Sample(ready_by=e / DOWN))
@@ -38,7 +39,10 @@ async def test_ready_at_first_look_probes_down_pending_moves_up(redis: Redis) ->
     e *= DOWN
     assert await book.expected("lock-1") == pytest.approx(e)
     await book.record("lock-1", Sample(ready_by=e * 1.1, pending_for=e))
-    e *= UP
+    e *= 1.1  # the next look found it: E is that look
+    assert await book.expected("lock-1") == pytest.approx(e)
+    await book.record("lock-1", Sample(ready_by=e * 2, pending_for=e))
+    e *= UP  # found much later: UP x the pending look
     assert await book.expected("lock-1") == pytest.approx(e)
     await book.record("lock-1", Sample(ready_by=1.5, pending_for=1.0))
     assert await book.expected("lock-1") == pytest.approx(e)  # an old, short look: no change

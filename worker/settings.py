@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     poll_initial: float = Field(5.0, gt=0)  # expected programming time until one is learned
     poll_factor: float = Field(1.1, ge=1.0)
     poll_max: float = Field(300.0, gt=0)
-    poll_jitter: float = Field(0.05, ge=0, le=1)
+    poll_jitter: float = Field(0.02, ge=0, le=1)  # spreads looks; also adds to every lag
     schedule_deadline: float = Field(3600.0, ge=0)
     at_risk_margin: float = Field(3600.0, ge=0)
     transient_backoff_max: float = Field(300.0, gt=0)
