@@ -191,22 +191,25 @@ def backend() -> Iterator[LocalRedis]:
         server.cleanup()
 
 
-@pytest.fixture(scope="module")
-def good_proxy(backend: LocalRedis, pki: Pki) -> Iterator[TlsProxy]:
-    proxy = TlsProxy(backend.port, pki.good).start()
+@contextlib.contextmanager
+def serving(backend: LocalRedis, cert: tuple[Path, Path]) -> Iterator[TlsProxy]:
+    proxy = TlsProxy(backend.port, cert).start()
     try:
         yield proxy
     finally:
         proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def good_proxy(backend: LocalRedis, pki: Pki) -> Iterator[TlsProxy]:
+    with serving(backend, pki.good) as proxy:
+        yield proxy
 
 
 @pytest.fixture(scope="module")
 def wrong_proxy(backend: LocalRedis, pki: Pki) -> Iterator[TlsProxy]:
-    proxy = TlsProxy(backend.port, pki.wrong).start()
-    try:
+    with serving(backend, pki.wrong) as proxy:
         yield proxy
-    finally:
-        proxy.stop()
 
 
 # ---------------------------------------------------------------- the tests
