@@ -68,6 +68,7 @@ def diagnose(url: str, found: dict[str, str]) -> list[object]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(200)  # a job lost with the restart waits for the reconciler: up to 2 min
 def test_worker_survives_redis_restart(tmp_path: Path) -> None:
     """Redis (AOF on) restarted mid-run: the worker reconnects and every stay is scheduled once."""
     server = LocalRedis(appendonly=True).start()
@@ -78,14 +79,16 @@ def test_worker_survives_redis_restart(tmp_path: Path) -> None:
             ids = [s["booking_id"] for s in batch]
             enqueue(batch, env, tmp_path)
             [worker] = start_workers(1, [CODEPROV, "worker"], env, tmp_path)
-            time.sleep(1.0)
-            server.stop()
-            time.sleep(3.0)
-            server.start()  # same port, same directory: AOF replays
-            # A job lost with the restart is the reconciler's (every minute, 60 s grace).
-            found = wait_all_scheduled(server.url, ids, timeout=150)
-            alive = worker.poll() is None
-            [code] = stop([worker], timeout=15)
+            try:
+                time.sleep(1.0)
+                server.stop()
+                time.sleep(3.0)
+                server.start()  # same port, same directory: AOF replays
+                # A job lost with the restart is the reconciler's (every minute, 60 s grace).
+                found = wait_all_scheduled(server.url, ids, timeout=150)
+                alive = worker.poll() is None
+            finally:
+                [code] = stop([worker], timeout=15)
             log = (tmp_path / "worker-0.log").read_text()
             assert alive, log[-3000:]
             assert code == 0, log[-3000:]
