@@ -75,22 +75,23 @@ async def advance_stay(deps: Deps, booking_id: str, seq: int, job: JobInfo) -> N
         return
     if outcome == _BUSY:
         raise StayBusy(f"another step of {booking_id} is running")
-    state = deps.store.load(raw, booking_id)
-    if state is None or state.state.is_final:
-        return
-    if outcome == _STALE:
-        if seq < state.seq:  # a re-run after a crash or a change: the chain goes on from there
-            delay = until(state.next_check_at, deps.clock())
-            await enqueue_step(deps.redis, booking_id, state.seq, delay=delay)
-        return
     try:
+        state = deps.store.load(raw, booking_id)  # may raise for a broken record: unlock first
+        if state is None or state.state.is_final:
+            return
+        if outcome == _STALE:
+            if seq < state.seq:  # a re-run after a crash or a change: the chain goes on from there
+                delay = until(state.next_check_at, deps.clock())
+                await enqueue_step(deps.redis, booking_id, state.seq, delay=delay)
+            return
         step = Step(deps, state, job, deps.clock())
         learned = own if own is not None else workspace
         step.expected = None if learned is None else float(learned)
         await _run(step)
         await _finish(step, expected_seq=seq)
     finally:
-        await deps.redis.register_script(_UNLOCK)(keys=[lock], args=[job.job_id])
+        if outcome == _LOCKED:
+            await deps.redis.register_script(_UNLOCK)(keys=[lock], args=[job.job_id])
 
 
 async def _run(step: Step) -> None:

@@ -85,6 +85,17 @@ async def test_corrupt_state_record_does_not_kill_the_worker(redis: Redis, redis
         assert (await rig.state("B2")).state is Phase.SCHEDULED
 
 
+async def test_invalid_record_at_its_seq_leaves_no_stay_lock(redis: Redis, redis_url: str) -> None:
+    """A record at the job's seq that Redis can read but that no longer validates takes the
+    per-stay lock in the step's first call: the step is rejected and the lock is released."""
+    async with Rig(redis_url, one_lock()) as rig:
+        await rig.enqueue(rig.stay("B1"))
+        await rig.pool.set("codeprov:stay:B1",
+                           b'{"stay": {"booking_id": 5}, "seq": 0, "state": "queued"}')
+        await rig.run()
+        assert not await rig.pool.exists("codeprov:lock:B1")
+
+
 @pytest.mark.parametrize(
     ("body", "content_type", "expected"),
     [
