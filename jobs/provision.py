@@ -65,7 +65,6 @@ async def _take_turn(step: Step) -> bool:
         return False
     if wait > 0:
         await anyio.sleep(wait)
-        step.now = deps.clock()  # programming is timed from the create, not from before the nap
     return True
 
 

@@ -22,7 +22,7 @@ from redis import Redis
 
 from bench.cluster import CODEPROV, ROOT
 from jobs.state import Phase
-from worker.localredis import LocalRedis
+from worker.localredis import LocalRedis, free_port
 from worker.queue import redis_settings
 from worker.settings import Settings
 
@@ -112,6 +112,28 @@ def test_refused_worker_says_so_and_turns_unhealthy(secured: LocalRedis, tmp_pat
     assert "REDIS_URL" in first["message"]
     assert WRONG not in json.dumps(first) + out + err
     assert health.returncode == 1, health.stdout + health.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_while_waiting_for_redis_ends_the_worker(tmp_path: Path) -> None:
+    """A worker waiting out a Redis outage (nothing listens on the port) between restarts ends
+    on SIGTERM at once: the wait runs after arq's loop, and its signal handlers, are gone."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEPROV_", "SEAM_"))}
+    env |= {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "SEAM_API_KEY": "seam_test_key",
+            "CODEPROV_HEARTBEAT_FILE": str(tmp_path / "heartbeat"), "CODEPROV_LOG_FORMAT": "json"}
+    with subprocess.Popen([CODEPROV, "worker"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:  # arq's own ten connection attempts come first (~10 s)
+                if json.loads(line).get("event") == "worker.redis_unavailable":
+                    break
+            time.sleep(0.2)  # well inside the 1-2 s wait before the next attempt
+            proc.terminate()
+            code = proc.wait(timeout=3)  # else: swallowed, and arq retries for another 10 s
+        finally:
+            proc.kill()
+    assert code == -15
 
 
 def test_refused_burst_worker_exits_with_the_reason(secured: LocalRedis, tmp_path: Path) -> None:

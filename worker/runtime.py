@@ -356,9 +356,8 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
 
 
 async def _check_credentials(settings: Settings) -> None:
-    """One quick PING, so wrong credentials are told at once, not after arq's ten retries.
-
-    Raises only if Redis refused us; an unreachable Redis is left to arq's own retries.
+    """One connection attempt (arq's create_pool PINGs), so a refusal is told at once, not after
+    arq's ten retries. Raises only if Redis refused us; an unreachable Redis is left to arq.
     """
     from arq import create_pool
 
@@ -368,13 +367,7 @@ async def _check_credentials(settings: Settings) -> None:
         if refusal(exc):
             raise
         return
-    try:
-        await pool.ping()
-    except (RedisError, OSError) as exc:
-        if refusal(exc):
-            raise
-    finally:
-        await pool.aclose()
+    await pool.aclose()
 
 
 def _intake_waiting(settings: Settings) -> bool:
