@@ -56,7 +56,7 @@ def main() -> None:
 @click.option("--no-intake", is_flag=True, help="Do not consume the intake stream (jobs only).")
 def worker(burst: bool, no_intake: bool) -> None:
     """Run a worker (configuration from the environment, see README)."""
-    from worker.runtime import run_worker
+    from worker.process import run_worker
 
     settings = load_settings()
     if not settings.seam_api_key.get_secret_value():
