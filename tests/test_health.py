@@ -184,3 +184,16 @@ def test_interval_must_be_a_positive_number() -> None:
 def test_worker_ids_are_unique_per_process() -> None:
     """Two workers in one process (tests, the demo) get different ids."""
     assert new_worker_id() != new_worker_id()
+
+
+async def test_a_problem_stops_the_file_and_names_itself(redis: Redis, tmp_path: Path) -> None:
+    """While a part of the worker is down the file is not touched; the record names the part."""
+    hb = heartbeat(redis, tmp_path, interval=2.0)
+    hb.set_problem("intake", "consumer crashed")
+    await hb.beat()
+    assert not (tmp_path / "beat").exists()
+    record = json.loads(await redis.get(worker_key("codeprov", hb.worker_id)))
+    assert record["problems"] == {"intake": "consumer crashed"}
+    hb.set_problem("intake", None)
+    await hb.beat()
+    assert (tmp_path / "beat").exists()

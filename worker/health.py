@@ -81,6 +81,9 @@ class Heartbeat:
     clock: Callable[[], float] = time.time
     started_at: float = field(init=False)
     _task: asyncio.Task[None] | None = field(init=False, default=None)
+    # A part of the worker that is down (e.g. the intake consumer): while any is, the file is
+    # not touched, so `codeprov health` fails; the Redis record names them.
+    problems: dict[str, str] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.started_at = self.clock()
@@ -113,11 +116,19 @@ class Heartbeat:
                 pipe.zrem(index_key(self.prefix), self.worker_id)
                 await pipe.execute()
 
+    def set_problem(self, part: str, reason: str | None) -> None:
+        """Mark `part` of this worker down (`reason`) or up again (None)."""
+        if reason is None:
+            self.problems.pop(part, None)
+        else:
+            self.problems[part] = reason
+
     async def beat(self) -> None:
         """Touch the file, then publish; a failure of either is logged, never raised."""
         now = self.clock()
         try:
-            self._touch(now)  # first: it proves the event loop runs, whatever Redis is doing
+            if not self.problems:  # first: it proves the event loop runs, whatever Redis does
+                self._touch(now)
         except OSError as exc:
             get_logger(worker_id=self.worker_id).error(
                 "worker.heartbeat.file_failed", path=str(self.path), error=str(exc)
@@ -141,6 +152,7 @@ class Heartbeat:
             "pid": os.getpid(),
             "started_at": _iso(self.started_at),
             "last_beat": _iso(now),
+            "problems": self.problems,
         }
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(
