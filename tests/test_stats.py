@@ -79,6 +79,17 @@ async def test_due_now_excludes_deferred_checks(pool: ArqRedis, settings: Settin
     assert (stats.due_now, stats.deferred, stats.in_progress) == (1, 1, 0)
 
 
+async def test_job_due_this_millisecond_counts_as_due(pool: ArqRedis, settings: Settings) -> None:
+    """A job scored at arq's rounded `now` is due now; one scored a millisecond later is not."""
+    now = NOW.replace(microsecond=600)  # 0.6 ms past a millisecond: arq rounds it up
+    now_ms = round(now.timestamp() * 1000)
+    assert await enqueue_step(pool, "B1", 0)
+    assert await enqueue_step(pool, "B2", 0)
+    await pool.zadd(settings.queue_name, {job_id("B1", 0): now_ms, job_id("B2", 0): now_ms + 1})
+    stats = await collect(pool, settings, now=now)
+    assert (stats.due_now, stats.deferred) == (1, 1)
+
+
 async def test_in_progress_counts_only_our_queues_jobs(pool: ArqRedis, settings: Settings) -> None:
     """A running job of ours counts; another queue's in-progress key does not."""
     assert await enqueue_step(pool, "B1", 0)

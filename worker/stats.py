@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from arq.constants import in_progress_key_prefix
+from arq.utils import to_unix_ms
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -76,6 +77,12 @@ async def queue_counts(redis: Redis, queue: str, now_ms: int) -> tuple[int, int,
     return int(due), int(deferred), in_progress
 
 
+def due_ms(now: datetime) -> int:
+    """`now` as the score arq compares with: it rounds to the ms (truncating would count a job
+    enqueued in this same ms as deferred while a worker already picks it)."""
+    return to_unix_ms(now)
+
+
 async def count_stays(redis: Redis, prefix: str) -> dict[str, int]:
     """Stays per state, from every state record (see the module docstring for the cost)."""
     counts: Counter[str] = Counter({phase.value: 0 for phase in Phase})
@@ -99,9 +106,7 @@ async def collect(
 ) -> Stats:
     """A snapshot; pass `stays` to reuse counts read earlier instead of scanning again."""
     now = now or datetime.now(UTC)
-    due, deferred, in_progress = await queue_counts(
-        redis, settings.queue_name, int(now.timestamp() * 1000)
-    )
+    due, deferred, in_progress = await queue_counts(redis, settings.queue_name, due_ms(now))
     return Stats(
         queue=settings.queue_name,
         at=now,
@@ -185,9 +190,7 @@ def metrics_app(redis: Redis, settings: Settings, *, stays_every: float = 60.0) 
 
     async def due(_: Request) -> Response:
         now = datetime.now(UTC)
-        due_now, _deferred, _running = await queue_counts(
-            redis, settings.queue_name, int(now.timestamp() * 1000)
-        )
+        due_now, _deferred, _running = await queue_counts(redis, settings.queue_name, due_ms(now))
         return JSONResponse(
             {"due_now": due_now, "queue": settings.queue_name, "at": now.isoformat()}
         )
