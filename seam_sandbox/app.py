@@ -11,6 +11,7 @@ import random
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import anyio
 from starlette.applications import Starlette
@@ -109,6 +110,7 @@ class SeamApp:
         if delay:
             await anyio.sleep(delay)
         body = handlers.ROUTES[route](self.state, self.limiter, params)
+        _link_next_page(request, params, body)
         return JSONResponse(body | {"ok": True})
 
     def _authenticate(self, request: Request) -> None:
@@ -122,6 +124,18 @@ class SeamApp:
             return device_id
         code = self.state.codes.get(str(params.get("access_code_id")))
         return code.device_id if code else None
+
+
+def _link_next_page(request: Request, params: dict[str, Any], body: dict[str, Any]) -> None:
+    """Fill `pagination.next_page_url`: this route as a GET for the next page (Seam's shape)."""
+    pagination = body.get("pagination")
+    if not isinstance(pagination, dict) or not pagination.get("next_page_cursor"):
+        return
+    query = {k: params[k] for k in ("device_id", "limit") if params.get(k) is not None}
+    if isinstance(params.get("access_code_ids"), list):
+        query["access_code_ids"] = ",".join(params["access_code_ids"])
+    query["page_cursor"] = pagination["next_page_cursor"]
+    pagination["next_page_url"] = str(request.url.replace(query=urlencode(query)))
 
 
 def _known(route: str) -> bool:

@@ -12,7 +12,10 @@ from seam_sandbox.validation import (
     CreateInput,
     Params,
     create_input,
+    encode_cursor,
     optional_str,
+    page_cursor,
+    page_limit,
     pin,
     required_str,
     str_list,
@@ -57,8 +60,19 @@ def list_codes(state: SandboxState, limiter: RateLimiter, params: Params) -> dic
         raise invalid_input("device_id", "Required (or access_code_ids)")
     if device_id is not None:
         state.device(device_id)
-    codes = [c for c in state.live_codes(device_id) if ids is None or c.access_code_id in ids]
-    return {"access_codes": [state.render(c) for c in codes]}
+    limit = page_limit(params, state.scenario.list_page_size)
+    after = page_cursor(params)
+    codes = [
+        c
+        for c in state.live_codes(device_id)
+        if (ids is None or c.access_code_id in ids) and (after is None or state.ordinal(c) > after)
+    ]
+    # Pages in creation order; a cursor names the last code given, so codes deleted between
+    # pages shift nothing and codes created meanwhile come at the end.
+    page, more = codes[:limit], len(codes) > limit
+    cursor = encode_cursor(state.ordinal(page[-1])) if more else None
+    pagination = {"has_next_page": more, "next_page_cursor": cursor, "next_page_url": None}
+    return {"access_codes": [state.render(c) for c in page], "pagination": pagination}
 
 
 def update(state: SandboxState, limiter: RateLimiter, params: Params) -> dict[str, Any]:

@@ -180,6 +180,9 @@ class Scenario(_Model):
     workspace_id: str = "sandbox_workspace"
     speed: float = Field(default=1.0, ge=0)
     generate_code_shape: Literal["generated_code", "access_code"] = "generated_code"
+    # /access_codes/list's page size when the request sends no `limit` (Seam's spec documents
+    # no default for that route; its other list routes default to 500).
+    list_page_size: int = Field(default=500, ge=1)
     native_scheduling_lead_hours: float = Field(default=72.0, ge=0)
     rate_limits: RateLimits = RateLimits()
     outages: list[Outage] = []

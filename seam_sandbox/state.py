@@ -45,6 +45,7 @@ class SandboxState:
         self.devices = {s.id: Device(s, DeviceFaults(s)) for s in scenario.device_specs()}
         self._codes: dict[str, AccessCode] = {}
         self._codes_by_device: dict[str, dict[str, AccessCode]] = {d: {} for d in self.devices}
+        self._ordinal: dict[str, int] = {}  # creation order, for list cursors
         self.created_total = 0
         self._ids = random.Random(f"{seed}:ids")
         self._pins = random.Random(f"{seed}:pins")
@@ -183,7 +184,12 @@ class SandboxState:
         self.created_total += 1
         return code
 
+    def ordinal(self, code: AccessCode) -> int:
+        """The code's place in creation order (0 = first ever): what a list cursor points at."""
+        return self._ordinal[code.access_code_id]
+
     def _store(self, code: AccessCode) -> None:
+        self._ordinal[code.access_code_id] = len(self._codes)
         self._codes[code.access_code_id] = code
         self._codes_by_device[code.device_id][code.access_code_id] = code
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -77,6 +79,40 @@ def str_list(params: Params, field: str) -> list[str] | None:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise invalid_input(field, "Expected array of strings")
     return value
+
+
+def page_limit(params: Params, default: int) -> int:
+    """`limit` of a list: a positive number (Seam's spec types it float); JSON or query string."""
+    value = params.get("limit")
+    if value is None:
+        return default
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise invalid_input("limit", "Expected number") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 1:
+        raise invalid_input("limit", "Expected a number of at least 1")
+    return int(min(value, 10**6))
+
+
+def encode_cursor(ordinal: int) -> str:
+    return base64.urlsafe_b64encode(f"after:{ordinal}".encode()).decode().rstrip("=")
+
+
+def page_cursor(params: Params) -> int | None:
+    """The creation ordinal a `page_cursor` (from a previous `next_page_cursor`) continues after."""
+    value = optional_str(params, "page_cursor")
+    if value is None or value == "":
+        return None
+    try:
+        text = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        text = ""
+    prefix, _, number = text.partition(":")
+    if prefix != "after" or not number.isascii() or not number.isdigit():
+        raise invalid_input("page_cursor", "Not a cursor this server gave out")
+    return int(number)
 
 
 def timestamp(params: Params, field: str) -> datetime | None:

@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import ValidationError
@@ -27,6 +28,7 @@ from worker.errors import (
     SeamRateLimited,
     SeamUnauthorized,
     SeamUnavailable,
+    SeamWorkspaceError,
 )
 from worker.limiter import Limiter, Operation, backoff
 from worker.logs import get_logger
@@ -39,8 +41,6 @@ WRITE_429_PAUSE = 1.0
 
 _BY_STATUS: dict[int, type[SeamClientError]] = {
     400: SeamInvalidInput,
-    401: SeamUnauthorized,
-    403: SeamUnauthorized,
     404: SeamNotFound,
     409: SeamConflict,
 }
@@ -58,6 +58,7 @@ class SeamClient:
     ) -> None:
         self._limiter = limiter
         self._penalties = 0  # consecutive 429s seen by this client: grows the shared pause
+        self.answered = 0  # successful answers: one after a workspace outage means it is over
         self._http = httpx.AsyncClient(
             base_url=endpoint,
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
@@ -99,13 +100,39 @@ class SeamClient:
         body = await self._call("/access_codes/get", {"access_code_id": access_code_id})
         return _parse(AccessCode, body, "access_code", "/access_codes/get")
 
+    async def find_access_code(self, device_id: str, code: str) -> AccessCode | None:
+        """The lock's code with this PIN (`/access_codes/get {device_id, code}`), or None.
+
+        One call whatever the number of codes on the lock, unlike a paged list.
+        """
+        route = "/access_codes/get"
+        try:
+            body = await self._call(route, {"device_id": device_id, "code": code})
+        except SeamNotFound:
+            return None
+        found = _parse(AccessCode, body, "access_code", route)
+        # A server that ignored either filter could answer another code: that is not a match.
+        return found if (found.device_id, found.code) == (device_id, code) else None
+
     async def list_access_codes(self, device_id: str) -> list[AccessCode]:
+        """Every code on the lock: all pages, each one request (and one limiter token)."""
         route = "/access_codes/list"
-        body = await self._call(route, {"device_id": device_id})
-        items = body.get("access_codes")
-        if not isinstance(items, list):
-            raise SeamProtocolError("answer lacks the list 'access_codes'", route=route)
-        codes = [_parse_item(AccessCode, item, route) for item in items]
+        codes: list[AccessCode] = []
+        cursor: str | None = None
+        seen: set[str] = set()
+        while True:
+            payload = {"device_id": device_id} | ({"page_cursor": cursor} if cursor else {})
+            body = await self._call(route, payload)
+            items = body.get("access_codes")
+            if not isinstance(items, list):
+                raise SeamProtocolError("answer lacks the list 'access_codes'", route=route)
+            codes += [_parse_item(AccessCode, item, route) for item in items]
+            cursor = _next_page_cursor(body, route)
+            if cursor is None:
+                break
+            if cursor in seen:  # a server that loops would page for ever
+                raise SeamProtocolError("pagination repeats a page_cursor", route=route)
+            seen.add(cursor)
         # Seam's fake ignores the device_id filter: filter here too.
         return [c for c in codes if c.device_id == device_id]
 
@@ -145,6 +172,7 @@ class SeamClient:
                     request_id=_request_id(response),
                     route=route,
                 )
+            self.answered += 1
             return body
         try:
             _raise_for_answer(response, body, route)
@@ -192,6 +220,21 @@ def _json_body(response: httpx.Response, route: str) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
+def _next_page_cursor(body: dict[str, Any], route: str) -> str | None:
+    """The cursor of the next page, or None for the last one (no `pagination`: one page)."""
+    pagination = body.get("pagination")
+    if pagination is None:
+        return None  # Seam's fake does not page
+    if not isinstance(pagination, dict):
+        raise SeamProtocolError("'pagination' is not an object", route=route)
+    if not pagination.get("has_next_page"):
+        return None
+    cursor = pagination.get("next_page_cursor")
+    if not isinstance(cursor, str) or not cursor:
+        raise SeamProtocolError("has_next_page without a next_page_cursor", route=route)
+    return cursor
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     if value is None:
@@ -218,6 +261,15 @@ def _raise_for_answer(response: httpx.Response, body: dict[str, Any] | None, rou
         raise SeamRateLimited(message, retry_after=_retry_after(response), **kw)
     if status >= 500 or status == 408:
         raise SeamUnavailable(message, **kw)
+    if status in (401, 403):  # the key, not the stay: every request fails until it is fixed
+        raise SeamUnauthorized(f"Seam refused the API key ({status}): check SEAM_API_KEY", **kw)
+    if 300 <= status < 400:  # follow_redirects=False: usually an http:// endpoint
+        host = urlsplit(response.headers.get("location", "")).hostname
+        to = f"https://{host}" if host else "Seam's https:// address"
+        where = f" to {host}" if host else ""
+        raise SeamWorkspaceError(
+            f"Seam answered a redirect{where}: SEAM_ENDPOINT should be {to}", **kw
+        )
     raise _BY_STATUS.get(status, SeamClientError)(message, **kw)
 
 
