@@ -1,4 +1,8 @@
-"""Deciding what a message does to a stay: a pure function of the record and the message."""
+"""Deciding what a message does to a stay: a pure function of the record and the message.
+
+The applied revision only moves forward: a message that changes nothing but carries a newer
+revision still records it, so an older message arriving later is stale.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,9 @@ from typing import Literal
 
 from jobs.payload import Action, Message, Stay
 from jobs.state import Phase, StayState
+
+# Failures after which the stay's code is known to be gone from Seam: a retry provisions anew.
+CODE_GONE = frozenset({"access_code_deleted", "expired"})
 
 
 @dataclass(frozen=True)
@@ -28,10 +35,11 @@ def decide(current: StayState | None, tomb: bytes | None, msg: Message, now: dat
         return Decision("duplicate", current, note=note, ignored=True)
     if msg.action is Action.CANCEL:
         if current.cancel_requested:
-            return Decision("duplicate", current, note="already cancelled")
+            write = _bump_revision(current, msg)
+            return Decision("duplicate", current, write=write, note="already cancelled")
         return Decision("enqueued", current, write=_cancel(current, msg, now))
     assert msg.stay is not None
-    if msg.stay == current.stay and not current.cancel_requested:
+    if msg.stay == current.stay and not current.cancel_requested and not _retry(current, msg):
         return Decision("duplicate", current, write=_bump_revision(current, msg))
     if msg.action is Action.PROVISION and msg.revision is None:
         return Decision(
@@ -45,15 +53,16 @@ def decide(current: StayState | None, tomb: bytes | None, msg: Message, now: dat
     return Decision("enqueued", current, write=_change(current, msg.stay, msg, now))
 
 
+def _retry(current: StayState, msg: Message) -> bool:
+    """A failed stay is retried by an update, or by any message with a newer revision."""
+    return current.state is Phase.FAILED and (
+        msg.action is Action.UPDATE or msg.revision is not None
+    )
+
+
 def _new(tomb: bytes | None, msg: Message, now: datetime) -> Decision:
-    if tomb is not None:
-        cancelled_at = int(tomb) if tomb.strip() else None
-        if (
-            msg.action is Action.CANCEL
-            or not msg.is_newer_than(cancelled_at)
-            or (cancelled_at is None and msg.revision is None)
-        ):
-            return Decision("duplicate", None, note="the booking was cancelled", ignored=True)
+    if tomb is not None and (cancelled := _cancelled(tomb, msg)) is not None:
+        return cancelled
     if msg.action is Action.CANCEL:
         return Decision(
             "enqueued",
@@ -72,6 +81,25 @@ def _new(tomb: bytes | None, msg: Message, now: datetime) -> Decision:
     return Decision("enqueued", None, write=state)
 
 
+def _cancelled(tomb: bytes, msg: Message) -> Decision | None:
+    """The answer for a booking cancelled before it was seen; None: the message goes ahead."""
+    text = tomb.strip()
+    if text and not text.isdigit():
+        note = f"stored cancel of booking {msg.booking_id!r} is invalid: not a revision"
+        return Decision("invalid", None, note=note)
+    cancelled_at = int(text) if text else None
+    if msg.action is Action.CANCEL and msg.revision is not None and msg.is_newer_than(cancelled_at):
+        # Record the newer cancel's revision: a provision older than it is then stale too.
+        return Decision("duplicate", None, tombstone=str(msg.revision), note="already cancelled")
+    if (
+        msg.action is Action.CANCEL
+        or not msg.is_newer_than(cancelled_at)
+        or (cancelled_at is None and msg.revision is None)
+    ):
+        return Decision("duplicate", None, note="the booking was cancelled", ignored=True)
+    return None
+
+
 def _reopen(current: StayState, msg: Message, now: datetime) -> StayState:
     """A copy that a new step will pick up: the running chain's next commit is superseded."""
     s = current.model_copy(deep=True)
@@ -79,11 +107,20 @@ def _reopen(current: StayState, msg: Message, now: datetime) -> StayState:
     s.revision = msg.revision if msg.revision is not None else s.revision
     s.action = msg.action.value
     s.changed_at = s.updated_at = s.next_check_at = now
+    if s.failure is not None and s.failure.reason in CODE_GONE:
+        _forget_code(s)
     s.failure, s.scheduled_at = None, None
     s.at_risk_logged, s.transient_failures, s.checks, s.pin_conflicts = False, 0, 0, 0
     if s.state.is_final:
         s.state = Phase.WAITING if s.access_code_id else Phase.QUEUED
     return s
+
+
+def _forget_code(s: StayState) -> None:
+    """The code is gone from Seam: nothing to delete or observe, the next step creates one."""
+    s.access_code_id = s.code = None
+    s.create_sent, s.requested, s.applied = False, None, None
+    s.errors, s.warnings, s.mutations = {}, {}, {}
 
 
 def _cancel(current: StayState, msg: Message, now: datetime) -> StayState:

@@ -7,6 +7,9 @@ integer, or the booking's updated-at timestamp). Rules, applied atomically per b
 - the same stay sent again is `duplicate`, in flight or finished;
 - new details for a known booking need `action: update` or a newer revision, else `invalid`;
 - an update or cancel reopens a finished stay; an update for an unknown booking provisions it;
+- an update, or any message with a newer revision, retries a failed stay (same details too);
+- a provision or update whose `ends_at` has passed is `invalid`; a cancel after `ends_at` is
+  carried out as any other (the code is deleted or found gone) and ends `cancelled`;
 - a cancel for an unknown booking leaves a tombstone that ignores the older provision behind it.
 """
 
@@ -21,7 +24,7 @@ from arq.connections import ArqRedis
 from redis.exceptions import WatchError
 
 from jobs.changeset import Decision, decide
-from jobs.payload import Action, Message, Stay, parse_message
+from jobs.payload import Action, Message, Stay, parse_message, require_not_over
 from jobs.state import StayStore
 from worker.deps import utcnow
 from worker.errors import InvalidInput
@@ -59,11 +62,11 @@ async def enqueue_stay(
     raw_id = stay.get("booking_id") if isinstance(stay, Mapping) else stay.booking_id
     booking_id = raw_id if isinstance(raw_id, str) else None
     try:
-        message = (
-            Message(Action.PROVISION, stay.booking_id, None, stay)
-            if isinstance(stay, Stay)
-            else parse_message(dict(stay), now=now)
-        )
+        if isinstance(stay, Stay):
+            require_not_over(stay, now)
+            message = Message(Action.PROVISION, stay.booking_id, None, stay)
+        else:
+            message = parse_message(dict(stay), now=now)
     except InvalidInput as exc:
         return EnqueueResult(booking_id, None, "invalid", str(exc))
     return await apply_message(redis, message, prefix=prefix, now=now)
@@ -75,16 +78,25 @@ async def cancel_stay(
     *,
     revision: int | str | None = None,
     prefix: str = "codeprov",
+    now: datetime | None = None,
 ) -> EnqueueResult:
     """Cancel a stay: its code is removed from the lock, its state becomes `cancelled`."""
-    return await enqueue_stay(
-        redis, {"booking_id": booking_id, "action": "cancel", "revision": revision}, prefix=prefix
-    )
+    message = {"booking_id": booking_id, "action": "cancel", "revision": revision}
+    return await enqueue_stay(redis, message, prefix=prefix, now=now)
 
 
 async def apply_message(
     redis: ArqRedis, message: Message, *, prefix: str = "codeprov", now: datetime
 ) -> EnqueueResult:
+    """Apply a parsed message atomically; a stored record that cannot be read is `invalid`."""
+    try:
+        decision = await _decide(redis, message, prefix, now)
+    except InvalidInput as exc:  # the stored record is broken: say so, change nothing
+        return EnqueueResult(message.booking_id, None, "invalid", str(exc))
+    return await _after(redis, message, decision, now, prefix)
+
+
+async def _decide(redis: ArqRedis, message: Message, prefix: str, now: datetime) -> Decision:
     store = StayStore(redis, prefix)
     key, tomb = store.key(message.booking_id), store.tombstone_key(message.booking_id)
     async with redis.pipeline(transaction=True) as pipe:
@@ -100,7 +112,7 @@ async def apply_message(
                 break
             except WatchError:
                 continue  # a step or another message committed meanwhile: decide again
-    return await _after(redis, message, decision, now)
+    return decision
 
 
 def _stage(store: StayStore, pipe: Any, decision: Decision, tomb: str) -> None:
@@ -113,7 +125,7 @@ def _stage(store: StayStore, pipe: Any, decision: Decision, tomb: str) -> None:
 
 
 async def _after(
-    redis: ArqRedis, message: Message, decision: Decision, now: datetime
+    redis: ArqRedis, message: Message, decision: Decision, now: datetime, prefix: str
 ) -> EnqueueResult:
     bid, log = message.booking_id, get_logger(booking_id=message.booking_id)
     if decision.result == "invalid":
@@ -132,13 +144,12 @@ async def _after(
             delay = JUMP_AHEAD if decision.write.is_urgent(now) else 0.0
         else:
             delay = max(0.0, ((state.next_check_at or now) - now).total_seconds())
-        await enqueue_step(redis, bid, state.seq, delay=delay)
-    if decision.write is not None and decision.current is not None:
+        await enqueue_step(redis, bid, state.seq, prefix=prefix, delay=delay)
+    if decision.result == "enqueued" and decision.current is not None:
         log.info("stay.change_accepted", action=message.action.value, revision=message.revision)
     seq = state.seq if state is not None else None
-    return EnqueueResult(
-        bid, job_id(bid, seq) if seq is not None else None, decision.result, decision.note
-    )
+    jid = job_id(bid, seq, prefix=prefix) if seq is not None else None
+    return EnqueueResult(bid, jid, decision.result, decision.note)
 
 
 async def enqueue_stays(

@@ -1,6 +1,9 @@
 """The stay payload: what a booking system sends for one stay.
 
-Validated when enqueued and again when a worker reads it back from Redis.
+Its shape is validated when enqueued and again when a worker reads it back from Redis. That
+`ends_at` is in the future is checked only for an incoming message (`parse_stay`,
+`parse_message`): a stored stay stays readable after its check-out, for `codeprov status`, a
+late cancel and the step that ends a stay still waiting.
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from worker.errors import InvalidInput
 
 _ID = r"^[^\x00-\x1f\x7f]+$"  # any printable text: Seam ids are not always UUIDs
+# The largest revision: exact as a JSON number everywhere (JavaScript, Redis's Lua) and as
+# microseconds since 1970 it is the year 2255.
+MAX_REVISION = 2**53 - 1
 
 
 class Stay(BaseModel):
@@ -28,7 +34,7 @@ class Stay(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=200, pattern=_ID)
 
     @model_validator(mode="after")
-    def _window(self, info: ValidationInfo) -> Stay:
+    def _window(self) -> Stay:
         if (self.starts_at is None) != (self.ends_at is None):
             raise ValueError("starts_at and ends_at go together: give both or neither")
         if self.starts_at is None or self.ends_at is None:
@@ -37,9 +43,6 @@ class Stay(BaseModel):
             raise ValueError("starts_at and ends_at need a timezone, e.g. 2026-12-01T15:00:00Z")
         if self.ends_at <= self.starts_at:
             raise ValueError("ends_at must be after starts_at")
-        now = (info.context or {}).get("now") or datetime.now(UTC)
-        if self.ends_at <= now:
-            raise ValueError("ends_at is in the past: the stay is already over")
         return self
 
     @property
@@ -53,9 +56,17 @@ def parse_stay(data: Any, *, now: datetime | None = None) -> Stay:
     if not isinstance(data, dict):
         raise InvalidInput(f"a stay is a JSON object, got {type(data).__name__}")
     try:
-        return Stay.model_validate(data, context={"now": now} if now else None)
+        stay = Stay.model_validate(data)
     except ValidationError as exc:
         raise InvalidInput(describe(exc)) from None
+    require_not_over(stay, now or datetime.now(UTC))
+    return stay
+
+
+def require_not_over(stay: Stay, now: datetime) -> None:
+    """An incoming stay must end in the future: a code for a stay that is over is refused."""
+    if stay.ends_at is not None and stay.ends_at <= now:
+        raise InvalidInput("ends_at: in the past, the stay is already over")
 
 
 def describe(exc: ValidationError) -> str:
@@ -120,23 +131,42 @@ def _action(value: Any) -> Action:
 
 
 def parse_revision(value: Any) -> int | None:
-    """An integer, or the booking's updated-at time (ISO 8601), as microseconds since 1970."""
+    """An integer, or the booking's updated-at time (ISO 8601), as microseconds since 1970.
+
+    Raises nothing but InvalidInput: `str.isdigit()` alone accepts "²" and 5,000 digits, which
+    `int()` then refuses with a ValueError.
+    """
     if value is None or value == "":
         return None
     if isinstance(value, bool):
         raise InvalidInput("revision: an integer or an ISO 8601 timestamp, not a boolean")
-    if isinstance(value, int):
-        if value < 0:
-            raise InvalidInput("revision: must not be negative")
-        return value
     if isinstance(value, str):
-        if value.isdigit():
-            return int(value)
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidInput("revision: an integer or an ISO 8601 timestamp") from None
-        if moment.tzinfo is None:
-            raise InvalidInput("revision: a timestamp needs a timezone")
+        value = value.strip()
+        if value.isascii() and value.isdigit():
+            if len(value) > len(str(MAX_REVISION)):
+                raise InvalidInput(f"revision: at most {MAX_REVISION}")
+            value = int(value)
+        else:
+            value = _timestamp(value)
+    if not isinstance(value, int):
+        raise InvalidInput("revision: an integer or an ISO 8601 timestamp")
+    if value < 0:
+        raise InvalidInput("revision: must not be negative")
+    if value > MAX_REVISION:
+        raise InvalidInput(f"revision: at most {MAX_REVISION}")
+    return value
+
+
+def _timestamp(value: str) -> int:
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(
+            "revision: ASCII digits or an ISO 8601 timestamp, e.g. 2026-11-28T12:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        raise InvalidInput("revision: a timestamp needs a timezone")
+    try:
         return int(moment.timestamp() * 1_000_000)
-    raise InvalidInput("revision: an integer or an ISO 8601 timestamp")
+    except (OverflowError, ValueError):
+        raise InvalidInput("revision: the timestamp is out of range") from None

@@ -14,7 +14,6 @@ Keys (prefix `codeprov`, configurable):
 
 from __future__ import annotations
 
-import enum
 import json
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,65 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
 from jobs.payload import Stay, describe
+from jobs.records import Applied, CodeRef, Failure, Phase, Slot, result_entry
 from worker.errors import InvalidInput
+
+__all__ = ["Applied", "CodeRef", "Failure", "Phase", "Slot", "StayState", "StayStore"]
 
 RETENTION_AFTER_END = timedelta(days=30)
 URGENT_WITHIN = timedelta(hours=24)
-
-
-class Phase(enum.StrEnum):
-    QUEUED = "queued"
-    PROVISIONING = "provisioning"
-    WAITING = "waiting_for_device"
-    SCHEDULED = "scheduled"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_final(self) -> bool:
-        return self in (Phase.SCHEDULED, Phase.FAILED, Phase.CANCELLED)
-
-
-class Failure(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    reason: str
-    message: str
-
-
-class CodeRef(BaseModel):
-    """A code codeprov put on a lock and must remove (a moved or cancelled stay)."""
-
-    device_id: str
-    access_code_id: str | None = None  # None: created but never recorded; found by name
-    name: str
-    delete_sent: bool = False
-
-
-class Applied(BaseModel):
-    """What the current code on Seam was last set to: a change is what differs from this."""
-
-    model_config = ConfigDict(frozen=True)
-    device_id: str
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
-    name: str
-
-    @classmethod
-    def of(cls, stay: Stay) -> Applied:
-        return cls(
-            device_id=stay.device_id,
-            starts_at=stay.starts_at,
-            ends_at=stay.ends_at,
-            name=stay.code_name,
-        )
-
-
-class Slot(BaseModel):
-    """A create token reserved on the lock's budget (`Limiter.reserve`): this stay sends at `at`."""
-
-    model_config = ConfigDict(frozen=True)
-    device_id: str
-    at: datetime
 
 
 class StayState(BaseModel):
@@ -181,17 +128,15 @@ class StayStore:
         """Write state if the stored record is still at expected_seq (no other step moved it).
 
         One script call: the check and the writes of `stage` (record, index, outcome) at once.
+        The revision only moves forward: a message may have recorded a newer one at this seq
+        (a duplicate with a newer revision), which this write takes over instead of undoing.
         """
-        due = "" if state.state.is_final else str(_due(state))
-        expiry = _expiry(state)
-        args: list[Any] = [expected_seq, _dump(state), "" if expiry is None else expiry,
-                           state.booking_id, due]
-        if state.state.is_final:
-            args.append(self._maxlen)
-            for field, value in _result(state).items():
-                args += [field, value]
         keys = [self.key(state.booking_id), self.index_key, self.results_key]
-        done = await self._commit(keys=keys, args=args)
+        while (done := await self._commit(keys=keys, args=self._args(state, expected_seq))) == 2:
+            stored = await self.get(state.booking_id)
+            if stored is None or stored.seq != expected_seq:
+                return False
+            state.revision, state.action = stored.revision, stored.action
         if done < 0:
             raw = await self.redis.get(self.key(state.booking_id))
             if raw is not None:
@@ -199,12 +144,24 @@ class StayStore:
             return False
         return bool(done)
 
+    def _args(self, state: StayState, expected_seq: int) -> list[Any]:
+        due = "" if state.state.is_final else str(_due(state))
+        expiry = _expiry(state)
+        revision = "" if state.revision is None else state.revision
+        args: list[Any] = [expected_seq, _dump(state), "" if expiry is None else expiry,
+                           state.booking_id, due, revision]
+        if state.state.is_final:
+            args.append(self._maxlen)
+            for field, value in result_entry(state).items():
+                args += [field, value]
+        return args
+
     def stage(self, pipe: Any, state: StayState, *, outcome: bool = True) -> None:
         """Queue the writes of a state change on a MULTI pipeline (record, index, outcome)."""
         pipe.set(self.key(state.booking_id), _dump(state), exat=_expiry(state))
         self._index(pipe, state)
         if outcome and state.state.is_final:
-            pipe.xadd(self.results_key, _result(state), maxlen=self._maxlen, approximate=True)
+            pipe.xadd(self.results_key, result_entry(state), maxlen=self._maxlen, approximate=True)
 
     def load(self, raw: bytes | str | None, booking_id: str) -> StayState | None:
         return None if raw is None else _load(raw, booking_id)
@@ -217,14 +174,19 @@ class StayStore:
 
 
 # KEYS: record, index, results. ARGV: expected seq, record JSON, EXAT ('' for none), booking id,
-# index score ('' when final: leave the index), then for an outcome the stream's MAXLEN and its
-# field/value pairs. 1 written, 0 the record is gone or at another seq, -1 it is not JSON.
+# index score ('' when final: leave the index), the record's revision ('' for none), then for an
+# outcome the stream's MAXLEN and its field/value pairs. Returns 1 written, 0 the record is gone
+# or at another seq, -1 it is not JSON, 2 the stored revision is newer than the one written (the
+# caller takes it over and retries). cjson reads numbers as doubles: exact up to 2^53, which
+# `payload.MAX_REVISION` keeps revisions within.
 _COMMIT = """
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
 local ok, doc = pcall(cjson.decode, raw)
 if not ok or type(doc) ~= 'table' then return -1 end
 if tonumber(doc['seq']) ~= tonumber(ARGV[1]) then return 0 end
+local stored, mine = tonumber(doc['revision']), tonumber(ARGV[6])
+if stored and (not mine or stored > mine) then return 2 end
 if ARGV[3] == '' then
   redis.call('SET', KEYS[1], ARGV[2])
 else
@@ -235,8 +197,8 @@ if ARGV[5] == '' then
 else
   redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
 end
-if #ARGV > 6 then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 7))
+if #ARGV > 7 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', unpack(ARGV, 8))
 end
 return 1
 """
@@ -267,29 +229,3 @@ def _expiry(state: StayState) -> int | None:
     if state.stay.ends_at is None:
         return None
     return int((state.stay.ends_at + RETENTION_AFTER_END).timestamp())
-
-
-def _result(state: StayState) -> dict[Any, Any]:
-    """One results-stream entry. The PIN is included only once the code is scheduled."""
-    entry: dict[Any, Any] = {
-        "booking_id": state.stay.booking_id,
-        "device_id": state.stay.device_id,
-        "state": state.state.value,
-        "access_code_id": state.access_code_id or "",
-        "at": state.updated_at.isoformat(),
-        "action": state.action,
-    }
-    if state.revision is not None:
-        entry["revision"] = state.revision
-    if state.previous is not None:
-        entry["previous_device_id"] = state.previous.device_id
-        entry["previous_access_code_id"] = state.previous.access_code_id or ""
-    if state.state is Phase.SCHEDULED and state.code:
-        entry["code"] = state.code
-    if state.stay.starts_at and state.stay.ends_at:
-        entry["starts_at"] = state.stay.starts_at.isoformat()
-        entry["ends_at"] = state.stay.ends_at.isoformat()
-    if state.failure:
-        entry["failure_reason"] = state.failure.reason
-        entry["failure_message"] = state.failure.message
-    return entry
