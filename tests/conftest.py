@@ -1,9 +1,11 @@
-"""Shared fixtures: a real redis-server (ours, or REDIS_URL), wiped before each test."""
+"""Shared fixtures: a real redis-server (ours, or REDIS_URL), wiped before each test; each
+test's workers beat into its own folder."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -14,6 +16,16 @@ from worker.localredis import LocalRedis
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def heartbeat_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Workers started by a test, in process or as a child process (they inherit os.environ),
+    beat into the test's own folder: the default /tmp/codeprov-heartbeat may be a real
+    worker's, and a test worker deletes its file when it stops."""
+    path = tmp_path / "heartbeat"
+    monkeypatch.setenv("CODEPROV_HEARTBEAT_FILE", str(path))
+    return path
 
 
 @pytest.fixture(scope="session")

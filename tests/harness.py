@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 from arq.connections import ArqRedis
+from arq.worker import Worker
 
 from jobs.enqueue import EnqueueResult, enqueue_stay
 from jobs.state import StayState, StayStore
@@ -110,17 +111,17 @@ class Rig:
                 await w.close()
 
     async def run_until(self, done: Callable[[], Any], timeout: float = 30.0) -> None:
-        """Run one long-lived worker until the async predicate `done()` is true."""
+        """Run one long-lived worker until the async predicate `done()` is true, then stop it."""
         w = self._worker(burst=False)
         task = asyncio.create_task(w.async_run())
         try:
             async with asyncio.timeout(timeout):
                 while not await done():
+                    if task.done():
+                        return  # the worker died: stop_worker raises why
                     await asyncio.sleep(0.02)
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await w.close()
+            await stop_worker(w, task, timeout)
 
     def _worker(self, *, burst: bool) -> Any:
         return make_worker(
@@ -139,6 +140,22 @@ class Rig:
         if members:
             await self.pool.zadd(self.settings.queue_name, {m: now_ms for m in members})
         return len(members)
+
+
+async def stop_worker(worker: Worker, task: asyncio.Task[None], timeout: float = 30.0) -> None:
+    """Stop a running worker the way a burst worker ends: it picks no new job, lets the running
+    ones finish and returns from its poll loop between two iterations.
+
+    Cancelling its task instead can cut a job or a WATCH pipeline mid-call: a pipeline's
+    connection leaks (a ResourceWarning), or the job's in-progress key outlives it and blocks
+    that job for job_timeout + 10 s. Past `timeout` it is cancelled anyway, and that raises.
+    """
+    worker.allow_pick_jobs = False
+    worker.burst, worker.max_burst_jobs = True, 0  # main() returns after its next poll
+    try:
+        await asyncio.wait_for(task, timeout)
+    finally:
+        await worker.close()
 
 
 def fast_latency(seconds: float = 0.2) -> Latency:

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 from harness import Rig, run_cli
 from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
 from jobs.state import Phase
 from seam_sandbox import DeviceSpec, Latency, Scenario
@@ -27,19 +31,33 @@ def one_lock() -> Scenario:
     return Scenario(devices=[DeviceSpec(id="lock-1", latency=Latency.fixed(0.1))])
 
 
+@dataclass
 class Evil:
+    """A pickle that, if ever loaded, creates `marker` (under the test's own tmp_path)."""
+
+    marker: Path
+
     def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (os.system, ("touch /tmp/codeprov-pwned",))
+        return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
 
 
-async def test_pickle_in_a_job_key_is_not_run(redis: Redis, redis_url: str) -> None:
+def test_evil_pickle_would_leave_its_marker(tmp_path: Path) -> None:
+    """The marker is a true witness: loading the pickle does create it."""
+    pickle.loads(pickle.dumps(Evil(tmp_path / "pwned")))
+    assert (tmp_path / "pwned").exists()
+
+
+async def test_pickle_in_a_job_key_is_not_run(
+    redis: Redis, redis_url: str, tmp_path: Path
+) -> None:
     """A pickle written over a stay's job never executes; the stay fails with invalid_job."""
+    marker = tmp_path / "pwned"
     async with Rig(redis_url, one_lock()) as rig:
         await rig.enqueue(rig.stay("B1"))
         await rig.enqueue(rig.stay("B2"))
-        await rig.pool.set("arq:job:codeprov:B1:0", pickle.dumps(Evil()))
+        await rig.pool.set("arq:job:codeprov:B1:0", pickle.dumps(Evil(marker)))
         await rig.run()
-        assert not os.path.exists("/tmp/codeprov-pwned")
+        assert not marker.exists()
         bad, good = await rig.state("B1"), await rig.state("B2")
         assert bad.state is Phase.FAILED and bad.failure is not None
         assert bad.failure.reason == "invalid_job"
@@ -48,14 +66,21 @@ async def test_pickle_in_a_job_key_is_not_run(redis: Redis, redis_url: str) -> N
 
 
 async def test_garbage_job_without_a_stay_is_dropped(redis: Redis, redis_url: str) -> None:
-    """Raw garbage queued under an unknown id is rejected; the worker goes on."""
+    """Raw garbage queued under an unknown id is rejected (logged with why, then removed from
+    the queue); the worker goes on."""
     async with Rig(redis_url, one_lock()) as rig:
         await rig.pool.set("arq:job:junk", b"\xff\x00garbage")
         now_ms = int(datetime.now(UTC).timestamp() * 1000)  # arq skips a score of 0
         await rig.pool.zadd(rig.settings.queue_name, {"junk": now_ms})
         await rig.enqueue(rig.stay("B1"))
-        await rig.run()
+        with capture_logs() as logs:
+            await rig.run()
         assert (await rig.state("B1")).state is Phase.SCHEDULED
+        [rejected] = [e for e in logs if e["event"] == "job.rejected"]
+        assert (rejected["job_id"], rejected["log_level"]) == ("junk", "error")
+        assert "not UTF-8" in rejected["reason"]
+        assert await rig.pool.zscore(rig.settings.queue_name, "junk") is None
+        assert not await rig.pool.exists("arq:job:junk")
 
 
 async def test_wrong_job_arguments_fail_the_stay(redis: Redis, redis_url: str) -> None:
@@ -76,13 +101,18 @@ async def test_wrong_job_arguments_fail_the_stay(redis: Redis, redis_url: str) -
 
 
 async def test_corrupt_state_record_does_not_kill_the_worker(redis: Redis, redis_url: str) -> None:
-    """A state record that no longer validates is logged; other stays go on."""
+    """A state record that no longer validates is logged (an error naming the stay and why);
+    other stays go on."""
     async with Rig(redis_url, one_lock()) as rig:
         await rig.enqueue(rig.stay("B1"))
         await rig.enqueue(rig.stay("B2"))
         await rig.pool.set("codeprov:stay:B1", b'{"stay": {"booking_id": 5}}')
-        await rig.run()
+        with capture_logs() as logs:
+            await rig.run()
         assert (await rig.state("B2")).state is Phase.SCHEDULED
+        about_b1 = [e for e in logs if e.get("booking_id") == "B1" and e["log_level"] == "error"]
+        assert about_b1, "nothing logged about the unreadable record"
+        assert all("stored state of booking 'B1' is invalid" in e["reason"] for e in about_b1)
 
 
 async def test_invalid_record_at_its_seq_leaves_no_stay_lock(redis: Redis, redis_url: str) -> None:
