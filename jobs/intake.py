@@ -5,31 +5,40 @@
 
 Workers read it through the consumer group `codeprov` (at-least-once). Each entry goes through
 the same code path as `codeprov enqueue` (idempotent per stay and revision), then is
-acknowledged. Invalid entries go to `codeprov:intake:dead` with the reason, and are
-acknowledged: they never block the entries behind them. Entries left pending by a dead
-consumer are claimed after `CODEPROV_INTAKE_CLAIM_IDLE` seconds (XAUTOCLAIM). The stream is
-trimmed only below the oldest entry still pending or undelivered (XTRIM MINID).
+acknowledged. An entry that cannot be handled (invalid, or any exception of its own) goes to
+`codeprov:intake:dead` with the reason, and is acknowledged: it never blocks the entries
+behind it. Redis trouble is not the entry's fault: the entry stays pending. Entries left
+pending by a dead consumer are claimed after `CODEPROV_INTAKE_CLAIM_IDLE` seconds
+(XAUTOCLAIM). A group that is gone (DEL, FLUSHDB, an older snapshot) is created again. The
+stream is trimmed only below the oldest entry still pending or undelivered (XTRIM MINID).
+`serve` runs the consumer for ever: a crash is logged, reported and restarted with backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from arq.connections import ArqRedis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ConnectionError, ReadOnlyError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from jobs.enqueue import apply_message
 from jobs.payload import parse_message
 from worker.errors import InvalidInput
+from worker.limiter import backoff
 from worker.logs import get_logger
 
 GROUP = "codeprov"
 Entry = tuple[bytes, dict[bytes, bytes]]
+Report = Callable[[str | None], None]  # why the consumer is down, or None: it runs again
+# An outage or a failover: wait and retry. Any other Redis error (WRONGTYPE on the stream, an
+# ACL refusal) will not pass by itself: the consumer crashes, and `serve` says so loudly.
+TRANSIENT = (ConnectionError, RedisTimeout, ReadOnlyError, OSError)
+MAX_REASON = 300
 
 
 @dataclass
@@ -41,6 +50,8 @@ class Intake:
     batch: int = 100
     claim_idle: float = 60.0
     block: float = 1.0
+    restart_base: float = 1.0  # first pause after a crash; doubles up to restart_cap
+    restart_cap: float = 60.0
     _claim_from: bytes = field(default=b"0-0", init=False)
 
     @property
@@ -53,11 +64,126 @@ class Intake:
 
     async def ensure_group(self) -> None:
         """Create the group at the stream's start: entries written before any worker count."""
-        with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
+        try:
             await self.redis.xgroup_create(self.key, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):  # it exists; anything else (WRONGTYPE) is real
+                raise
 
     async def read_once(self, *, block: bool = True) -> int:
         """Claim stale entries, read new ones, handle them all; how many were handled."""
+        try:
+            return await self._read(block)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOGROUP"):
+                raise
+        await self._recreate_group()
+        return await self._read(block)
+
+    async def drain(self) -> int:
+        """Handle everything there is now (for `worker --burst`)."""
+        total = 0
+        while (n := await self.read_once(block=False)) > 0:
+            total += n
+        await self.trim()
+        return total
+
+    async def serve(self, report: Report) -> None:
+        """`run` until cancelled; a crash is logged, reported, and restarted with backoff."""
+        crashes = 0
+
+        def running() -> None:
+            nonlocal crashes
+            crashes = 0
+            report(None)
+
+        while True:
+            try:
+                await self.run(on_running=running)
+            except Exception as exc:  # a bug, or a Redis error that will not pass by itself
+                delay = backoff(crashes, base=self.restart_base, cap=self.restart_cap)
+                crashes += 1
+                report(f"intake consumer crashed ({type(exc).__name__}); see intake.crashed")
+                get_logger().error(
+                    "intake.crashed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    restart_in_s=round(delay, 3),
+                    exc_info=exc,
+                )
+                await asyncio.sleep(delay)
+
+    async def run(self, on_running: Callable[[], None] = lambda: None) -> None:
+        """Consume until cancelled; a Redis outage is logged and retried with backoff.
+
+        `on_running` is called after each round that went through.
+        """
+        failures, ready = 0, False
+        while True:
+            try:
+                if not ready:
+                    await self.ensure_group()
+                    ready = True
+                if await self.read_once() == 0:
+                    await self.trim()
+            except TRANSIENT as exc:
+                delay = backoff(failures, base=0.5, cap=30.0)
+                failures += 1
+                get_logger().warning(
+                    "intake.redis_failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in_s=round(delay, 3),
+                )
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            on_running()
+
+    async def handle(self, entry: Entry) -> None:
+        """Apply one entry and acknowledge it, or dead-letter it: never raises for the entry."""
+        entry_id, raw = entry
+        try:
+            reason = await self._apply(raw)
+        except (RedisError, OSError):
+            raise  # Redis's trouble, not the entry's: it stays pending, to be tried again
+        except Exception as exc:  # a bug on this entry must not stop the entries behind it
+            reason = f"internal error ({type(exc).__name__}) handling the entry: see the worker log"
+            await self._dead_letter(entry_id, raw, reason, exc)
+            return
+        if reason is not None:
+            await self._dead_letter(entry_id, raw, reason)
+            return
+        await self.redis.xack(self.key, GROUP, entry_id)
+
+    async def _apply(self, raw: dict[bytes, bytes]) -> str | None:
+        """None if applied; else why the entry is rejected (no input values echoed)."""
+        try:
+            message = parse_message(decode(raw), now=self.clock())
+            result = await apply_message(
+                self.redis, message, prefix=self.prefix, now=self.clock()
+            )
+        except InvalidInput as exc:  # the entry, or the stored record it touches
+            return str(exc)
+        return (result.error or "invalid") if result.result == "invalid" else None
+
+    async def _dead_letter(
+        self,
+        entry_id: bytes,
+        raw: dict[bytes, bytes],
+        reason: str,
+        exc: BaseException | None = None,
+    ) -> None:
+        reason = reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 1] + "…"
+        fields: dict[Any, Any] = {b"reason": reason.encode(), b"entry_id": entry_id}
+        fields.update({b"field:" + k: v for k, v in list(raw.items())[:50]})
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.dead_key, fields, maxlen=100_000, approximate=True)
+            pipe.xack(self.key, GROUP, entry_id)
+            await pipe.execute()
+        get_logger().warning(
+            "intake.rejected", entry_id=entry_id.decode(), reason=reason, exc_info=exc or False
+        )
+
+    async def _read(self, block: bool) -> int:
         handled = await self._claim()
         timeout = int(self.block * 1000) if block else None
         answer = await self.redis.xreadgroup(
@@ -69,46 +195,13 @@ class Intake:
                 handled += 1
         return handled
 
-    async def drain(self) -> int:
-        """Handle everything there is now (for `worker --burst`)."""
-        total = 0
-        while (n := await self.read_once(block=False)) > 0:
-            total += n
-        await self.trim()
-        return total
-
-    async def run(self) -> None:
-        """Consume until cancelled; Redis trouble is logged and retried, never fatal."""
+    async def _recreate_group(self) -> None:
+        """The group is gone (DEL, FLUSHDB, an older snapshot): what is in the stream is
+        delivered again from its start, which is harmless (each entry is idempotent).
+        """
+        get_logger().warning("intake.group_recreated", stream=self.key, group=GROUP)
+        self._claim_from = b"0-0"
         await self.ensure_group()
-        while True:
-            try:
-                if await self.read_once() == 0:
-                    await self.trim()
-            except (RedisError, OSError) as exc:
-                get_logger().warning("intake.redis_failed", error=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(1.0)
-
-    async def handle(self, entry: Entry) -> None:
-        entry_id, raw = entry
-        try:
-            message = parse_message(decode(raw), now=self.clock())
-        except InvalidInput as exc:
-            await self._dead_letter(entry_id, raw, str(exc))
-            return
-        result = await apply_message(self.redis, message, prefix=self.prefix, now=self.clock())
-        if result.result == "invalid":
-            await self._dead_letter(entry_id, raw, result.error or "invalid")
-            return
-        await self.redis.xack(self.key, GROUP, entry_id)
-
-    async def _dead_letter(self, entry_id: bytes, raw: dict[bytes, bytes], reason: str) -> None:
-        fields: dict[Any, Any] = {b"reason": reason.encode(), b"entry_id": entry_id}
-        fields.update({b"field:" + k: v for k, v in list(raw.items())[:50]})
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.dead_key, fields, maxlen=100_000, approximate=True)
-            pipe.xack(self.key, GROUP, entry_id)
-            await pipe.execute()
-        get_logger().warning("intake.rejected", entry_id=entry_id.decode(), reason=reason)
 
     async def _claim(self) -> int:
         """Take over entries another consumer read and never acknowledged (it died)."""
@@ -128,7 +221,12 @@ class Intake:
 
     async def trim(self) -> None:
         """Drop acknowledged entries only: below the oldest pending or undelivered one."""
-        groups = await self.redis.xinfo_groups(self.key)
+        try:
+            groups = await self.redis.xinfo_groups(self.key)
+        except ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return  # deleted meanwhile: the next read creates it again
+            raise
         floors: list[bytes] = []
         for group in groups:
             pending = await self.redis.xpending(self.key, group["name"])

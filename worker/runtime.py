@@ -28,7 +28,7 @@ from jobs.reconcile import reconcile
 from jobs.state import Failure, Phase, StayStore
 from worker.deps import Clock, Deps, utcnow
 from worker.errors import InvalidInput
-from worker.health import start_heartbeat
+from worker.health import Heartbeat, start_heartbeat
 from worker.limiter import Budgets, Limiter, Operation, Rate, backoff
 from worker.logs import get_logger
 from worker.queue import (
@@ -171,9 +171,18 @@ def intake_for(settings: Settings, pool: ArqRedis, consumer: str, clock: Clock) 
     )
 
 
-async def _start_intake(stack: AsyncExitStack, intake: Intake) -> None:
-    await intake.ensure_group()
-    task = asyncio.create_task(intake.run(), name=f"codeprov-intake-{intake.consumer}")
+async def _start_intake(stack: AsyncExitStack, intake: Intake, heartbeat: Heartbeat) -> None:
+    """The consumer runs supervised: while it is down, the heartbeat says so (health fails).
+
+    Its group is created by the task, not here: a stream that cannot be consumed (WRONGTYPE)
+    is the consumer's crash, reported, not a worker that cannot start.
+    """
+
+    def report(reason: str | None) -> None:
+        heartbeat.set_problem("intake", reason)
+
+    task = asyncio.create_task(intake.serve(report), name=f"codeprov-intake-{intake.consumer}")
+
 
     async def stop() -> None:
         task.cancel()
@@ -206,7 +215,9 @@ def make_worker(
         heartbeat = await start_heartbeat(pool, settings.key_prefix)
         stack.push_async_callback(heartbeat.stop)
         if settings.intake:
-            await _start_intake(stack, intake_for(settings, pool, heartbeat.worker_id, clock))
+            await _start_intake(
+                stack, intake_for(settings, pool, heartbeat.worker_id, clock), heartbeat
+            )
         ctx[_DEPS] = deps
         get_logger().info(
             "worker.started",
