@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from jobs.payload import parse_stay
+from jobs.payload import MAX_REVISION, Stay, parse_revision, parse_stay
+from jobs.state import StayState
 from worker.errors import InvalidInput
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
@@ -79,3 +81,54 @@ def test_times_with_offsets_compare_as_instants() -> None:
     """Times in different offsets are compared as instants."""
     s = parse_stay(stay(starts_at="2026-12-01T16:00:00+01:00"), now=NOW)
     assert s.starts_at == NOW + timedelta(days=3, hours=3)
+
+
+def test_stored_stay_past_its_ends_at_still_loads() -> None:
+    """A stay record whose ends_at is past (and with an unknown field) loads; parse_stay refuses."""
+    over = stay(starts_at="2020-11-01T00:00:00Z", ends_at="2020-11-02T00:00:00Z")
+    record = {"stay": over, "enqueued_at": NOW.isoformat(), "updated_at": NOW.isoformat()}
+    loaded = StayState.model_validate({**record, "added_later": 1})
+    assert loaded.stay == Stay.model_validate(over)
+    with pytest.raises(InvalidInput, match="ends_at: in the past, the stay is already over"):
+        parse_stay(over, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (7, 7),
+        ("7", 7),
+        (" 42 ", 42),
+        (str(MAX_REVISION), MAX_REVISION),
+        ("1970-01-01T00:00:01Z", 1_000_000),
+        ("2026-11-28T12:00:00+00:00", int(NOW.timestamp()) * 1_000_000),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_revisions_accepted(value: Any, expected: int | None) -> None:
+    """ASCII digits up to 2^53-1, or an ISO 8601 timestamp with a timezone, are a revision."""
+    assert parse_revision(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("²", "ASCII digits or an ISO 8601 timestamp"),
+        ("٣", "ASCII digits or an ISO 8601 timestamp"),
+        ("1" * 5000, f"at most {MAX_REVISION}"),
+        (str(MAX_REVISION + 1), f"at most {MAX_REVISION}"),
+        (2**63, f"at most {MAX_REVISION}"),
+        (-1, "must not be negative"),
+        ("1969-12-31T23:59:59Z", "must not be negative"),
+        ("9999-12-31T23:59:59Z", f"at most {MAX_REVISION}"),
+        ("2026-11-28T12:00:00", "a timestamp needs a timezone"),
+        ("soon", "ASCII digits or an ISO 8601 timestamp"),
+        (1.5, "an integer or an ISO 8601 timestamp"),
+        (True, "not a boolean"),
+    ],
+)
+def test_bad_revisions_are_invalid_input(value: Any, expected: str) -> None:
+    """Any other revision raises InvalidInput (never ValueError) naming what a revision is."""
+    with pytest.raises(InvalidInput, match=expected):
+        parse_revision(value)
