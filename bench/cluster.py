@@ -83,6 +83,8 @@ def stays(n: int, device_ids: Sequence[str], *, prefix: str = "stay") -> list[di
 def worker_env(redis_url: str, served: Served, **settings: object) -> dict[str, str]:
     """The environment of a worker: Redis, the sandbox, and CODEPROV_<NAME> for each setting."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEPROV_", "SEAM_"))}
+    if "CODEPROV_HEARTBEAT_FILE" in os.environ:  # a test's own folder: not the default one
+        env["CODEPROV_HEARTBEAT_FILE"] = os.environ["CODEPROV_HEARTBEAT_FILE"]
     env.update(REDIS_URL=redis_url, SEAM_ENDPOINT=served.endpoint, SEAM_API_KEY=served.api_key)
     env.update({f"CODEPROV_{k.upper()}": str(v) for k, v in settings.items()})
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
