@@ -244,8 +244,8 @@ def stats(as_json: bool) -> None:
     help="Oldest acceptable heartbeat, in seconds [default: 3 x the beat interval].",
 )
 def health(max_age: float | None) -> None:
-    """Exit 0 if this container's worker beat recently (its heartbeat file), else 1."""
-    from worker.health import MISSED_BEATS, check, heartbeat_file, heartbeat_interval
+    """Exit 0 if this container's worker is alive (running, or waiting for Redis), else 1."""
+    from worker.health import MISSED_BEATS, check, describe, heartbeat_file, heartbeat_interval
 
     try:
         limit = max_age if max_age is not None else MISSED_BEATS * heartbeat_interval()
@@ -255,7 +255,7 @@ def health(max_age: float | None) -> None:
     if problem:
         click.echo(f"codeprov: unhealthy: {problem}", err=True)
         sys.exit(1)
-    click.echo("ok")
+    click.echo(describe(heartbeat_file()))
 
 
 @main.command()

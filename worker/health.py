@@ -28,6 +28,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from worker import liveness
 from worker.logs import get_logger
 
 FILE_ENV = "CODEPROV_HEARTBEAT_FILE"
@@ -81,6 +82,8 @@ class Heartbeat:
     clock: Callable[[], float] = time.time
     started_at: float = field(init=False)
     _task: asyncio.Task[None] | None = field(init=False, default=None)
+    # The process's (under `run_worker`): told of each beat, for its watchdog.
+    _liveness: liveness.Liveness | None = field(init=False, default=None)
     # A part of the worker that is down (e.g. the intake consumer): while any is, the file is
     # not touched, so `codeprov health` fails; the Redis record names them.
     problems: dict[str, str] = field(init=False, default_factory=dict)
@@ -98,7 +101,13 @@ class Heartbeat:
         An unwritable heartbeat file fails start-up here, loudly, rather than every probe later.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._touch(self.clock())
+        process = liveness.current()
+        if process is not None and process.path == self.path:
+            self._liveness = process
+            process.enter(liveness.RUNNING, worker_id=self.worker_id)  # it stops beating now
+        else:
+            liveness.write_state(self.path, liveness.RUNNING, self.clock(),
+                                 worker_id=self.worker_id)
         await self.beat()
         self._task = asyncio.create_task(self._run(), name=f"codeprov-heartbeat-{self.worker_id}")
 
@@ -108,6 +117,8 @@ class Heartbeat:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._liveness is not None:
+            self._liveness.enter(liveness.STOPPING)  # so its thread does not write the file again
         self.path.unlink(missing_ok=True)
         # Bounded: a Redis that is gone must not hold up the shutdown (the key expires anyway).
         with contextlib.suppress(RedisError, TimeoutError):
@@ -126,6 +137,8 @@ class Heartbeat:
     async def beat(self) -> None:
         """Touch the file, then publish; a failure of either is logged, never raised."""
         now = self.clock()
+        if self._liveness is not None:
+            self._liveness.beat()  # the loop runs, whatever Redis or the problems say
         try:
             if not self.problems:  # first: it proves the event loop runs, whatever Redis does
                 self._touch(now)
@@ -184,11 +197,16 @@ def touch(path: Path | None = None, now: float | None = None) -> None:
 
 
 def check(path: Path, max_age: float, now: float | None = None) -> str | None:
-    """None if the heartbeat file is fresh; else what is wrong, for `codeprov health`."""
+    """None if the heartbeat file is fresh and its state alive; else what is wrong."""
     try:
         mtime = path.stat().st_mtime
     except FileNotFoundError:
         return f"no heartbeat file at {path}: the worker has not started, or has stopped"
+    state = liveness.read_state(path)
+    if state.get("state") == liveness.REFUSED:
+        return f"{state.get('message') or 'Redis refused this worker'} (since {state.get('since')})"
+    if state.get("state") not in (None, *liveness.ALIVE):
+        return f"the worker is {state.get('state')} (heartbeat file {path})"
     age = (time.time() if now is None else now) - mtime
     if age > max_age:
         return (
@@ -196,6 +214,17 @@ def check(path: Path, max_age: float, now: float | None = None) -> str | None:
             f"the worker's event loop is stuck or the worker is gone"
         )
     return None
+
+
+def describe(path: Path) -> str:
+    """What a healthy worker is doing, for `codeprov health`: `ok`, or why it is not running."""
+    state = liveness.read_state(path)
+    if state.get("state") == liveness.WAITING:
+        error = f", last error {state['error']}" if state.get("error") else ""
+        return f"ok: waiting for Redis since {state.get('since')} ({state.get('phase')}{error})"
+    if state.get("state") == liveness.DRAINING:
+        return "ok: taking in the intake stream (--burst)"
+    return "ok"
 
 
 def _iso(timestamp: float) -> str:
