@@ -9,7 +9,7 @@ TEST_DIRS := tests tests/sandbox tests/contract tests/deploy
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,demo]'
 	touch $@
 
 demo: $(BIN)/.installed

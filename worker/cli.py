@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from collections.abc import Iterator
 from typing import IO, Any
@@ -47,6 +48,14 @@ def main() -> None:
     """codeprov: provision Seam access codes for stays, from a Redis queue."""
 
 
+# An example file's key copied as is (deploy/env.example, secret.env.example): every stay would
+# fail `unauthorized`. Real keys, the sandbox's `seam_sandbox_key` and Seam's fake
+# `seam_apikey1_token` match none of these.
+PLACEHOLDER_KEY = re.compile(
+    r"replace_?me|change_?me|placeholder|(?:^|[_\-\s])your|\.\.\.|[<>]|^seam_?$", re.IGNORECASE
+)
+
+
 @main.command()
 @click.option(
     "--burst",
@@ -61,6 +70,10 @@ def worker(burst: bool, no_intake: bool) -> None:
     settings = load_settings()
     if not settings.seam_api_key.get_secret_value():
         raise click.UsageError("SEAM_API_KEY is not set: the worker needs a Seam API key")
+    if placeholder := PLACEHOLDER_KEY.search(settings.seam_api_key.get_secret_value()):
+        raise click.UsageError(
+            f"SEAM_API_KEY is a placeholder (it contains {placeholder[0]!r}): set the real key"
+        )
     if no_intake:
         settings = settings.model_copy(update={"intake": False})
     _configure_logging(settings)

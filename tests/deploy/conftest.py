@@ -6,7 +6,10 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_helpers import DEPLOY, parse_env_file
+from deploy_helpers import DEPLOY, copy_k8s, parse_env_file, render
+
+# Seam's fake server's key: what an operator's secret.env holds, and not a placeholder.
+RENDER_KEY = "seam_apikey1_token"
 
 
 @pytest.fixture(scope="session")
@@ -22,10 +25,8 @@ def compose() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def manifests() -> list[dict[str, Any]]:
-    """Every Kubernetes object in deploy/k8s (the Kustomization file excluded)."""
-    docs: list[dict[str, Any]] = []
-    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
-        if path.name != "kustomization.yaml":
-            docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
-    return docs
+def manifests(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """Every object `kubectl apply -k deploy/k8s` sends, an operator's secret.env beside it."""
+    k8s = copy_k8s(tmp_path_factory.mktemp("render"))
+    (k8s / "secret.env").write_text(f"SEAM_API_KEY={RENDER_KEY}\n")
+    return render(k8s)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_helpers import DEPLOY, assert_known_knobs, seconds, tool
+import redis
+from deploy_helpers import DEPLOY, assert_defaults_or_explained, assert_known_knobs, seconds, tool
 
+from worker.localredis import LocalRedis
 from worker.settings import Settings
 
 
@@ -25,6 +30,62 @@ def test_redis_keeps_an_append_only_file(compose: dict[str, Any]) -> None:
     assert command[command.index("--appendonly") + 1] == "yes"
     assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
     assert any(v.endswith(":/data") for v in redis["volumes"])
+
+
+def size(value: str) -> int:
+    """A Redis (256mb) or compose (512m) memory size, in bytes."""
+    parts = re.fullmatch(r"(\d+)([kmg]?)b?", value.strip().lower())
+    assert parts, f"cannot read size {value!r}"
+    return int(parts[1]) << (10 * " kmg".index(parts[2] or " "))
+
+
+def test_redis_refuses_writes_before_the_kernel_kills_it(compose: dict[str, Any]) -> None:
+    """Redis has a maxmemory (so noeviction acts) of at most half its container's memory
+    limit (the AOF rewrite's fork needs the rest)."""
+    redis = service(compose, "redis")
+    command = redis["command"]
+    assert "--maxmemory" in command, "no maxmemory: noeviction never refuses a write"
+    maxmemory = size(command[command.index("--maxmemory") + 1])
+    limit = size(redis["deploy"]["resources"]["limits"]["memory"])
+    assert 0 < maxmemory <= limit / 2
+
+
+def test_a_full_redis_refuses_enqueue_and_keeps_its_data(tmp_path: Path) -> None:
+    """At maxmemory with noeviction, `codeprov enqueue` exits 2 naming the OOM error, without
+    a traceback, and what Redis already holds is still there."""
+    server = LocalRedis(directory=str(tmp_path)).start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        client.set("codeprov:stay:kept", "{}")
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", "1")  # below what Redis already uses: full
+        stay = ["--booking-id", "B1", "--device-id", "d1", "--starts-at", "2030-01-01T15:00:00Z"]
+        stay += ["--ends-at", "2030-01-02T11:00:00Z"]
+        result = subprocess.run(
+            [sys.executable, "-m", "worker.cli", "enqueue", *stay],
+            env=dict(os.environ, REDIS_URL=server.url, SEAM_API_KEY=""),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, result.stderr
+        assert "OutOfMemoryError" in result.stderr and "Traceback" not in result.stderr
+        assert client.get("codeprov:stay:kept") == b"{}"
+        client.close()
+    finally:
+        server.cleanup()
+
+
+def test_containers_restart_when_they_exit(compose: dict[str, Any]) -> None:
+    """Workers and the metrics server are restarted when they exit (Docker restarts exited
+    containers, never merely unhealthy ones: a worker that stops beating exits)."""
+    for name in ("worker", "metrics", "redis"):
+        assert service(compose, name)["restart"] in ("unless-stopped", "always"), name
+
+
+def test_env_example_carries_the_defaults(env_example: dict[str, str]) -> None:
+    """Each CODEPROV_* in env.example is codeprov's default, or a comment says why not."""
+    assert_defaults_or_explained(DEPLOY / "env.example", env_example)
 
 
 def test_workers_scale_and_report_health(compose: dict[str, Any]) -> None:

@@ -49,9 +49,13 @@ def test_two_stages_on_slim_python_311() -> None:
 
 
 def test_dependencies_come_from_the_lock() -> None:
-    """Dependencies install from requirements.lock with --no-deps; the package adds none."""
+    """Dependencies install from requirements.lock, hash-checked, with --no-deps; the package
+    adds none."""
     runs = [args for word, args in instructions() if word == "RUN"]
-    assert any("-r /tmp/requirements.lock" in r and "--no-deps" in r for r in runs)
+    assert any(
+        "-r /tmp/requirements.lock" in r and "--no-deps" in r and "--require-hashes" in r
+        for r in runs
+    )
     assert any("pip install" in r and "--no-deps /tmp/wheels/" in r for r in runs)
     assert any("pip check" in r for r in runs)
 

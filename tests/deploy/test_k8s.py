@@ -1,7 +1,8 @@
-"""deploy/k8s: schema-valid for Kubernetes, and consistent with itself and with codeprov."""
+"""deploy/k8s, as `kubectl apply -k` sends it: schema-valid, consistent with itself and codeprov."""
 
 from __future__ import annotations
 
+import base64
 import copy
 from pathlib import PurePosixPath
 from typing import Any
@@ -10,7 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import yaml
-from deploy_helpers import DEPLOY, assert_known_knobs, find
+from deploy_helpers import K8S, assert_defaults_or_explained, assert_known_knobs, find
 from redis.asyncio import Redis
 
 from worker.settings import Settings
@@ -20,7 +21,7 @@ kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 # Oldest and newest Kubernetes minors we claim; kubernetes-validate bundles their schemas.
 K8S_VERSIONS = ("1.30.0", "1.35.0")
-BUILTIN_GROUPS = ("v1", "apps/v1", "policy/v1")
+BUILTIN_GROUPS = ("v1", "apps/v1", "policy/v1", "networking.k8s.io/v1")
 
 
 def builtin(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -49,6 +50,7 @@ def test_builtin_objects_match_the_kubernetes_schema(
         "ConfigMap",
         "Secret",
         "PodDisruptionBudget",
+        "NetworkPolicy",
     }
     for obj in objects:
         kubernetes_validate.validate(obj, version, strict=True)
@@ -109,16 +111,23 @@ def test_selectors_match_their_pods(manifests: list[dict[str, Any]]) -> None:
     assert service["spec"]["selector"].items() <= labels["codeprov-metrics"].items()
 
 
+def pod_env(manifests: list[dict[str, Any]], deployment: dict[str, Any]) -> dict[str, str]:
+    """The variables a Deployment's container gets from its envFrom sources, in order."""
+    env: dict[str, str] = {}
+    for source in container(deployment)["envFrom"]:
+        if "configMapRef" in source:
+            env |= find(manifests, "ConfigMap", source["configMapRef"]["name"])["data"]
+        else:
+            data = find(manifests, "Secret", source["secretRef"]["name"])["data"]
+            env |= {k: base64.b64decode(v).decode() for k, v in data.items()}
+    return env
+
+
 def test_config_and_secret_make_valid_settings(
     manifests: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The pod's environment (ConfigMap + Secret) is accepted by codeprov's Settings."""
-    env: dict[str, str] = {}
-    for source in container(worker_deployment(manifests))["envFrom"]:
-        if "configMapRef" in source:
-            env |= find(manifests, "ConfigMap", source["configMapRef"]["name"])["data"]
-        else:
-            env |= find(manifests, "Secret", source["secretRef"]["name"])["stringData"]
+    env = pod_env(manifests, worker_deployment(manifests))
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = Settings()
@@ -126,26 +135,38 @@ def test_config_and_secret_make_valid_settings(
     assert_known_knobs(env)
 
 
-def test_secret_holds_only_a_placeholder(manifests: list[dict[str, Any]]) -> None:
-    """No real Seam key is ever committed: the Secret's value is the placeholder."""
-    secret = find(manifests, "Secret", "codeprov-seam")
-    assert secret["stringData"] == {"SEAM_API_KEY": "seam_REPLACE_ME"}
+def test_configmap_carries_the_defaults(manifests: list[dict[str, Any]]) -> None:
+    """Each CODEPROV_* in configmap.yaml is codeprov's default, or a comment says why not."""
+    data = find(manifests, "ConfigMap", "codeprov")["data"]
+    assert_defaults_or_explained(K8S / "configmap.yaml", data)
+
+
+def test_every_pod_reads_the_same_configuration(manifests: list[dict[str, Any]]) -> None:
+    """Workers and metrics pods read the ConfigMap and the Secret alike (REDIS_URL in either)."""
+    sources = [
+        c["envFrom"]
+        for d in manifests
+        if d["kind"] == "Deployment"
+        for c in d["spec"]["template"]["spec"]["containers"]
+    ]
+    assert len(sources) >= 2 and all(s == sources[0] for s in sources), sources
+    assert {next(iter(s)) for s in sources[0]} == {"configMapRef", "secretRef"}
 
 
 def test_kustomization_lists_every_manifest() -> None:
     """`kubectl apply -k deploy/k8s` applies every file in the folder."""
-    kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
-    files = {p.name for p in (DEPLOY / "k8s").glob("*.yaml")} - {"kustomization.yaml"}
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    files = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
     assert set(kustomization["resources"]) == files
 
 
 def test_kustomization_sets_every_image(manifests: list[dict[str, Any]]) -> None:
-    """Each container's image is the name the Kustomization rewrites to a registry tag."""
-    kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
-    names = {i["name"] for i in kustomization["images"]}
+    """Each container runs the registry image the Kustomization names."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    images = {f"{i['newName']}:{i['newTag']}" for i in kustomization["images"]}
     for deployment in (m for m in manifests if m["kind"] == "Deployment"):
         for c in deployment["spec"]["template"]["spec"]["containers"]:
-            assert c["image"] in names
+            assert c["image"] in images
 
 
 def scaled_object(manifests: list[dict[str, Any]]) -> dict[str, Any]:
@@ -171,10 +192,12 @@ def test_scaled_object_has_kedas_required_fields(manifests: list[dict[str, Any]]
 
 
 def test_scaled_object_reaches_the_metrics_service(manifests: list[dict[str, Any]]) -> None:
-    """The trigger's URL names the metrics Service, its port and the /due route."""
+    """The URL is the metrics Service's fully qualified name (KEDA resolves it from its own
+    namespace), its port and the /due route."""
     url = urlsplit(scaled_object(manifests)["spec"]["triggers"][0]["metadata"]["url"])
     service = find(manifests, "Service", "codeprov-metrics")
-    assert url.hostname == service["metadata"]["name"]
+    meta = service["metadata"]
+    assert url.hostname == f"{meta['name']}.{meta['namespace']}.svc.cluster.local"
     assert url.port in [p["port"] for p in service["spec"]["ports"]]
     assert url.path == "/due"
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import configparser
+import shlex
 import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
-from deploy_helpers import DEPLOY, seconds, tool
+from deploy_helpers import DEPLOY, parse_env_file, seconds, tool
 
 UNIT = DEPLOY / "systemd" / "codeprov-worker@.service"
 
@@ -36,11 +37,37 @@ def test_restarts_and_reads_the_env_file() -> None:
     assert unit["ExecStart"].endswith("codeprov worker")
 
 
+def service_lines() -> list[tuple[str, str]]:
+    """(key, value) of each assignment in [Service], in file order, repeats kept."""
+    pairs, section = [], ""
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("["):
+            section = line.strip()
+        elif section == "[Service]" and "=" in line and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+def effective_environment(files: dict[str, Path]) -> dict[str, str]:
+    """The worker's environment as systemd builds it (systemd.exec): Environment= lines in
+    order, later ones winning, then every EnvironmentFile= in order, overriding all of them."""
+    env: dict[str, str] = {}
+    lines = service_lines()
+    for value in (v for k, v in lines if k == "Environment"):
+        env |= dict(a.split("=", 1) for a in shlex.split(value))
+    for value in (v for k, v in lines if k == "EnvironmentFile"):
+        env |= parse_env_file(files[value.removeprefix("-")])
+    return env
+
+
 def test_each_instance_has_its_own_heartbeat_file() -> None:
-    """Instances on one VM do not share a heartbeat file (the env file would)."""
-    unit = service()
-    assert "%i" in unit["Environment"] and "CODEPROV_HEARTBEAT_FILE=" in unit["Environment"]
-    assert "%i" in unit["RuntimeDirectory"]
+    """With deploy/env.example installed as the env file, the heartbeat path that wins is
+    per instance (%i), inside the instance's RuntimeDirectory."""
+    env = effective_environment({"/etc/codeprov/codeprov.env": DEPLOY / "env.example"})
+    heartbeat = PurePosixPath(env["CODEPROV_HEARTBEAT_FILE"])
+    assert "%i" in str(heartbeat)
+    assert heartbeat.parent == PurePosixPath("/run") / service()["RuntimeDirectory"]
 
 
 def test_runs_unprivileged_and_hardened() -> None:
