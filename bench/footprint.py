@@ -238,7 +238,7 @@ def _breakdown(redis_url: str, args: argparse.Namespace) -> dict[str, float]:
 
         return {
             "stay_record": mean_usage([f"codeprov:stay:{b}" for b in ids]),
-            "arq_job": mean_usage([f"arq:job:{job_id(b, 1)}" for b in ids]),
+            "arq_job": mean_usage([f"arq:job:{job_id(b, 1, prefix='codeprov')}" for b in ids]),
             "arq_queue_entry": per_member(QUEUE),
             "stays_index_entry": per_member(INDEX),
         }

@@ -8,28 +8,38 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.observe import schedule_check
+from jobs.observe import schedule_check, watch_removal
 from jobs.provision import find_by_name
 from jobs.state import Applied, CodeRef, Phase
 from jobs.step import Step
 from worker.errors import SeamNotFound
+from worker.seam_models import AccessCode
 
 
 async def process_deletions(step: Step) -> None:
     """Ask Seam to delete each code left behind; drop each once Seam confirms it is gone."""
     s = step.state
-    remaining = [ref for ref in s.to_delete if not await _gone(step, ref)]
+    remaining: list[CodeRef] = []
+    still: list[AccessCode] = []  # the remaining codes as Seam shows them now
+    for ref in s.to_delete:
+        gone, seen = await _gone(step, ref)
+        if not gone:
+            remaining.append(ref)
+            still += [seen] if seen is not None else []
     s.to_delete = remaining
+    if s.cancel_requested and len(still) == len(remaining):
+        watch_removal(step, still)  # only when every code was read: none seems cleared
     if remaining:
         schedule_check(step)
 
 
-async def _gone(step: Step, ref: CodeRef) -> bool:
+async def _gone(step: Step, ref: CodeRef) -> tuple[bool, AccessCode | None]:
+    """(gone, the code as Seam shows it when this step read it)."""
     seam = step.deps.seam
     if ref.access_code_id is None:  # created but never recorded: find it by name
         found = await find_by_name(step, ref.device_id, ref.name)
         if found is None:
-            return True
+            return True, None
         ref.access_code_id = found.access_code_id
     try:
         if not ref.delete_sent:
@@ -41,8 +51,8 @@ async def _gone(step: Step, ref: CodeRef) -> bool:
                 device_id=ref.device_id,
                 access_code_id=ref.access_code_id,
             )
-            return False  # confirmed on a later check: the lock takes a while
-        await seam.get_access_code(ref.access_code_id)
+            return False, None  # confirmed on a later check: the lock takes a while
+        return False, await seam.get_access_code(ref.access_code_id)
     except SeamNotFound:
         step.emit(
             "info",
@@ -50,8 +60,7 @@ async def _gone(step: Step, ref: CodeRef) -> bool:
             device_id=ref.device_id,
             access_code_id=ref.access_code_id,
         )
-        return True
-    return False
+        return True, None
 
 
 async def cancel(step: Step) -> None:

@@ -65,9 +65,31 @@ def _scheduled(step: Step, code: AccessCode) -> None:
     )
 
 
-def _log_transition(step: Step, t: Transition) -> None:
+def watch_removal(step: Step, codes: list[AccessCode]) -> None:
+    """Log the errors/warnings of a cancelled stay's codes still on the lock as they change.
+
+    `codes`: every code still to remove, as read by this step. A cancelled stay has no current
+    code, so its snapshots hold those of the codes being removed (`failed_to_remove_from_device`,
+    `delay_in_removing_from_device`, a lock offline...).
+    """
+    s = step.state
+    seen: dict[str, dict[str, tuple[str, datetime]]] = {"error": {}, "warning": {}}
+    owner: dict[str, str] = {}
+    for code in codes:
+        for kind, found in current(code, step.now).items():
+            if kind in seen:
+                seen[kind].update(found)
+                owner.update(dict.fromkeys(found, code.access_code_id))
+    for kind, before in (("error", s.errors), ("warning", s.warnings)):
+        for t in diff(kind, before, seen[kind]):
+            _log_transition(step, t, owner.get(t.code))
+    s.errors = snapshot(seen["error"], s.errors)
+    s.warnings = snapshot(seen["warning"], s.warnings)
+
+
+def _log_transition(step: Step, t: Transition, access_code_id: str | None = None) -> None:
     fields: dict[str, Any] = {
-        "access_code_id": step.state.access_code_id,
+        "access_code_id": access_code_id or step.state.access_code_id,
         f"{t.kind}_code": t.code,
         "message": t.message or None,
     }
@@ -112,16 +134,15 @@ def deadline(s: StayState, grace: float) -> datetime:
 
 def check_deadline(step: Step) -> None:
     s = step.state
-    if s.cancel_requested or (s.access_code_id is None and s.to_delete):
-        return  # removing codes has no deadline: it ends when the lock confirms
-    due = deadline(s, step.deps.settings.schedule_deadline)
-    if step.now < due:
-        if step.next_at is not None and step.next_at > due:
-            step.next_at = due  # look once more exactly at the deadline
+    if s.cancel_requested:
+        _check_removal(step)
         return
-    problems = ", ".join(sorted(s.errors) + sorted(s.warnings)) or "none reported"
-    if s.transient_failures and s.last_seam_error:
-        problems += f"; Seam itself failing: {s.last_seam_error}"
+    due = deadline(s, step.deps.settings.schedule_deadline)
+    if not _reached(step, due):
+        return
+    problems = _problems(s)
+    if s.to_delete:
+        problems += f"; codes still to remove: {_refs(s)}"
     step.fail(
         "not_scheduled_in_time",
         f"the code was not scheduled on the lock by {due.isoformat()} "
@@ -129,16 +150,57 @@ def check_deadline(step: Step) -> None:
     )
 
 
+def removal_deadline(s: StayState, grace: float) -> datetime:
+    """When removing a cancelled stay's codes ends as failed: `grace` after the cancel."""
+    return (s.changed_at or s.enqueued_at) + timedelta(seconds=grace)
+
+
+def _check_removal(step: Step) -> None:
+    s = step.state
+    due = removal_deadline(s, step.deps.settings.schedule_deadline)
+    if not s.to_delete or not _reached(step, due):
+        return
+    step.fail(
+        "not_removed_in_time",
+        f"Seam did not confirm the removal of {_refs(s)} by {due.isoformat()} "
+        f"(Seam errors/warnings: {_problems(s)}); the code may still open the lock",
+    )
+
+
+def _reached(step: Step, due: datetime) -> bool:
+    """True once `due` has passed; before, the next look comes no later than `due`."""
+    if step.now >= due:
+        return True
+    if step.next_at is not None and step.next_at > due:
+        step.next_at = due  # look once more exactly at the deadline
+    return False
+
+
+def _problems(s: StayState) -> str:
+    problems = ", ".join(sorted(s.errors) + sorted(s.warnings)) or "none reported"
+    if s.transient_failures and s.last_seam_error:
+        problems += f"; Seam itself failing: {s.last_seam_error}"
+    return problems
+
+
+def _refs(s: StayState) -> str:
+    """The codes still on the delete list, by id (by name for one created but not recorded)."""
+    return ", ".join(
+        f"{ref.access_code_id or f'an unrecorded code named {ref.name!r}'} on {ref.device_id}"
+        for ref in s.to_delete
+    )
+
+
 def check_at_risk(step: Step) -> None:
     s, margin = step.state, step.deps.settings.at_risk_margin
+    if s.cancel_requested:
+        _removal_at_risk(step)
+        return
     starts = s.stay.starts_at
-    if s.at_risk_logged or starts is None or s.cancel_requested:
+    if s.at_risk_logged or starts is None:
         return
-    risk_at = starts - timedelta(seconds=margin)
-    if step.now < risk_at:
-        if step.next_at is not None and step.next_at > risk_at:
-            step.next_at = risk_at  # look again when the stay becomes at risk
-        return
+    if not _reached(step, starts - timedelta(seconds=margin)):
+        return  # look again when the stay becomes at risk
     s.at_risk_logged = True
     step.emit(
         "warning",
@@ -147,4 +209,24 @@ def check_at_risk(step: Step) -> None:
         starts_at=starts.isoformat(),
         errors=sorted(s.errors) or None,
         message="guest arrival is near and the code is not yet on the lock",
+    )
+
+
+def _removal_at_risk(step: Step) -> None:
+    """Halfway to the removal deadline, a cancelled stay's code still on the lock: say so once."""
+    s = step.state
+    grace = step.deps.settings.schedule_deadline
+    if s.at_risk_logged or not s.to_delete:
+        return
+    if not _reached(step, (s.changed_at or s.enqueued_at) + timedelta(seconds=grace / 2)):
+        return
+    s.at_risk_logged = True
+    step.emit(
+        "warning",
+        "provisioning.removal_at_risk",
+        access_code_ids=[ref.access_code_id for ref in s.to_delete],
+        errors=sorted(s.errors) or None,
+        warnings=sorted(s.warnings) or None,
+        deadline=removal_deadline(s, grace).isoformat(),
+        message="the cancelled stay's code is not yet confirmed removed from the lock",
     )

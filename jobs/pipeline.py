@@ -13,7 +13,8 @@ from __future__ import annotations
 from jobs.changes import apply_update, cancel, follow_move, process_deletions
 from jobs.observe import check_at_risk, check_deadline, observe
 from jobs.provision import provision
-from jobs.step import JobInfo, Step, elapsed, until
+from jobs.step import JobInfo, Step, until
+from jobs.workspace import down_key, report_down, report_up
 from worker.deps import Deps
 from worker.errors import (
     CodeprovError,
@@ -23,6 +24,7 @@ from worker.errors import (
     SeamNotFound,
     SeamRateLimited,
     SeamTransientError,
+    SeamWorkspaceError,
 )
 from worker.limiter import backoff
 from worker.logs import get_logger
@@ -30,10 +32,11 @@ from worker.queue import enqueue_step
 
 __all__ = ["JobInfo", "StayBusy", "advance_stay"]
 
-# One call to start a step. KEYS: the stay's record, its lock, the latency hash. ARGV: seq, job
-# id, lock TTL ms. Returns {_ORPHANED} (no record), {_STALE, record} (another seq, or final: no
-# lock taken), {_BUSY} (another step holds the lock), or {_LOCKED, record, the lock's learned
-# time, the workspace's} with the lock taken. A record that is not JSON comes back as stale, for
+# One call to start a step. KEYS: the stay's record, its lock, the latency hash, the workspace
+# outage key. ARGV: seq, job id, lock TTL ms. Returns {_ORPHANED} (no record), {_STALE, record}
+# (another seq, or final: no lock taken), {_BUSY} (another step holds the lock), or {_LOCKED,
+# record, the lock's learned time, the workspace's, 1 if the workspace is down else 0} with the
+# lock taken. A record that is not JSON comes back as stale, for
 # the caller's parser to name what is wrong with it.
 _ORPHANED, _STALE, _BUSY, _LOCKED = 0, 1, 2, 3
 _BEGIN = """
@@ -48,7 +51,7 @@ if tonumber(doc['seq']) ~= tonumber(ARGV[1]) or phase == 'scheduled' or phase ==
 end
 if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {2} end
 local learned = redis.call('HMGET', KEYS[3], tostring(doc['stay']['device_id']), '*')
-return {3, raw, learned[1], learned[2]}
+return {3, raw, learned[1], learned[2], redis.call('EXISTS', KEYS[4])}
 """
 
 _UNLOCK = """
@@ -66,10 +69,10 @@ class StayBusy(CodeprovError):
 async def advance_stay(deps: Deps, booking_id: str, seq: int, job: JobInfo) -> None:
     log = get_logger(booking_id=booking_id, job_id=job.job_id, job_try=job.job_try)
     lock = f"{deps.settings.key_prefix}:lock:{booking_id}"
-    keys = [deps.store.key(booking_id), lock, deps.latency.key]
+    keys = [deps.store.key(booking_id), lock, deps.latency.key, down_key(deps.settings.key_prefix)]
     ttl_ms = int(deps.settings.job_timeout * 1000)
     begun = await deps.redis.register_script(_BEGIN)(keys=keys, args=[seq, job.job_id, ttl_ms])
-    outcome, raw, own, workspace = [*begun, None, None, None][:4]
+    outcome, raw, own, workspace, down = [*begun, None, None, None, None][:5]
     if outcome == _ORPHANED:
         log.warning("job.orphaned", message="no state record for this booking; job dropped")
         return
@@ -87,8 +90,11 @@ async def advance_stay(deps: Deps, booking_id: str, seq: int, job: JobInfo) -> N
         step = Step(deps, state, job, deps.clock())
         learned = own if own is not None else workspace
         step.expected = None if learned is None else float(learned)
+        answered = deps.seam.answered
         await _run(step)
         await _finish(step, expected_seq=seq)
+        if down and deps.seam.answered > answered:  # Seam takes our calls again
+            await report_up(deps)
     finally:
         if outcome == _LOCKED:
             await deps.redis.register_script(_UNLOCK)(keys=[lock], args=[job.job_id])
@@ -96,6 +102,8 @@ async def advance_stay(deps: Deps, booking_id: str, seq: int, job: JobInfo) -> N
 
 async def _run(step: Step) -> None:
     s = step.state
+    if _expired(step):
+        return
     try:
         if s.cancel_requested:
             await cancel(step)
@@ -117,6 +125,8 @@ async def _run(step: Step) -> None:
         step.later(exc.retry_after)
     except SeamTransientError as exc:
         _transient(step, exc)
+    except SeamWorkspaceError as exc:
+        await _workspace_down(step, exc)
     except SeamNotFound as exc:
         _not_found(step, exc)
     except SeamClientError as exc:
@@ -144,6 +154,24 @@ def _transient(step: Step, exc: SeamTransientError) -> None:
     step.later(delay)
 
 
+def _expired(step: Step) -> bool:
+    """A stay not final at its ends_at fails `expired`: Seam removes the code itself then."""
+    s, ends = step.state, step.state.stay.ends_at
+    if s.cancel_requested or ends is None or step.now < ends:
+        return False  # a cancel still removes its codes: one may outlive the stay's window
+    step.fail("expired", f"the stay ended at {ends.isoformat()} before its code was scheduled")
+    return True
+
+
+async def _workspace_down(step: Step, exc: SeamWorkspaceError) -> None:
+    """The key or endpoint is wrong for every stay: wait with backoff, log it once for all."""
+    s, cfg = step.state, step.deps.settings
+    s.transient_failures += 1
+    s.last_seam_error = f"{exc.route}: {exc.message}"[:200]  # named by the deadline's failure
+    await report_down(step.deps, exc)
+    step.later(backoff(s.transient_failures - 1, base=1.0, cap=cfg.transient_backoff_max))
+
+
 def _not_found(step: Step, exc: SeamError) -> None:
     s = step.state
     if s.access_code_id is None:
@@ -166,15 +194,7 @@ async def _finish(step: Step, expected_seq: int) -> None:
     if not await step.deps.store.commit(s, expected_seq=expected_seq):
         get_logger(booking_id=s.booking_id).info("step.superseded", job_id=step.job.job_id)
         return
-    log = get_logger(
-        booking_id=s.booking_id,
-        device_id=s.stay.device_id,
-        job_id=step.job.job_id,
-        job_try=step.job.job_try,
-    )
-    for level, event, fields in step.events:
-        fields.setdefault("elapsed_s", elapsed(s, step.now))
-        getattr(log, level)(event, **fields)
+    step.write_events()
     if not s.state.is_final:
         await enqueue_step(
             # From now, not from the step's start: its own calls must not make the look late.

@@ -84,7 +84,7 @@ async def _create(step: Step) -> AccessCode | None:
     # turn is used up by this attempt: a crash from here on reserves a new one.
     slot, s.create_slot = s.create_slot, None
     s.create_sent, s.requested = True, Applied.of(stay)
-    if not await step.deps.store.commit(s, expected_seq=s.seq):
+    if not await step.checkpoint():
         return None
     try:
         created = await step.deps.seam.create_access_code(

@@ -44,9 +44,9 @@ async def _requeue(redis: ArqRedis, store: StayStore, booking_id: str) -> bool:
     if state is None or state.state.is_final:
         await redis.zrem(store.index_key, booking_id)
         return False
-    if await redis.exists(job_key_prefix + job_id(booking_id, state.seq)):
+    if await redis.exists(job_key_prefix + job_id(booking_id, state.seq, prefix=store.prefix)):
         return False
-    if not await enqueue_step(redis, booking_id, state.seq):
+    if not await enqueue_step(redis, booking_id, state.seq, prefix=store.prefix):
         return False
     get_logger(booking_id=booking_id).warning(
         "stay.requeued", seq=state.seq, state=state.state.value

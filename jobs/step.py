@@ -10,7 +10,7 @@ from jobs.latency import Sample
 from jobs.payload import Stay
 from jobs.state import Failure, Phase, StayState
 from worker.deps import Deps
-from worker.logs import flat
+from worker.logs import flat, get_logger
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,31 @@ class Step:
     def emit(self, level: str, event: str, **fields: Any) -> None:
         """Queue a log event; it is written only if the step's state commits."""
         self.events.append((level, event, flat(fields)))
+
+    async def checkpoint(self) -> bool:
+        """Commit what the step did so far at the record's seq; False if a change came first.
+
+        What is committed is logged at once: a step superseded later must not lose the events
+        of what it already stored (an `access_code.moved` before a create's intent).
+        """
+        if not await self.deps.store.commit(self.state, expected_seq=self.state.seq):
+            return False
+        self.write_events()
+        return True
+
+    def write_events(self) -> None:
+        """Log the queued events, once: call only after their state is committed."""
+        s = self.state
+        log = get_logger(
+            booking_id=s.booking_id,
+            device_id=s.stay.device_id,
+            job_id=self.job.job_id,
+            job_try=self.job.job_try,
+        )
+        for level, event, fields in self.events:
+            fields.setdefault("elapsed_s", elapsed(s, self.now))
+            getattr(log, level)(event, **fields)
+        self.events.clear()
 
     def fail(self, reason: str, message: str) -> None:
         self.state.state = Phase.FAILED

@@ -49,7 +49,7 @@ def test_oversized_payload_is_rejected() -> None:
 
 def test_job_ids_are_deterministic() -> None:
     """A stay's step has one job id, whoever enqueues it."""
-    assert job_id("B-7", 3) == "codeprov:B-7:3"
+    assert job_id("B-7", 3, prefix="codeprov") == "codeprov:B-7:3"
 
 
 def test_deeply_nested_payload_is_rejected() -> None:

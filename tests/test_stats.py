@@ -135,6 +135,7 @@ def test_json_shape_is_the_contract() -> None:
         "in_progress",
         "stays",
         "workers_alive",
+        "seam_workspace_down",
         "queue",
         "at",
     }

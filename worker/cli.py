@@ -6,14 +6,17 @@ import asyncio
 import json
 import re
 import sys
-from collections.abc import Iterator
-from typing import IO, Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import IO, Any, NoReturn, TypeVar
 
 import click
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from worker.settings import Settings, mask_url
+from worker.settings import Settings, mask_url, url_secrets
+
+T = TypeVar("T")
+PROMPT = 3.0  # seconds: how long a one-shot command tries Redis before saying it is down
 
 
 def load_settings() -> Settings:
@@ -23,7 +26,8 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"]) or "settings"
-            click.echo(f"codeprov: invalid configuration: {field}: {err['msg']}", err=True)
+            message = err["msg"].removeprefix("Value error, ").removeprefix(f"{field}: ")
+            click.echo(f"codeprov: invalid configuration: {field}: {message}", err=True)
         sys.exit(2)
     # stdout carries the commands' JSON answers: their logs go to stderr.
     _configure_logging(settings, stream=sys.stderr)
@@ -37,10 +41,51 @@ def _configure_logging(settings: Settings, stream: IO[str] | None = None) -> Non
     configure(
         fmt=settings.log_format,
         level=settings.log_level,
-        secrets=[settings.seam_api_key.get_secret_value()],
+        secrets=[settings.seam_api_key.get_secret_value(), *url_secrets(settings.redis_url)],
         show_pins=settings.log_pins,
         stream=stream or sys.stdout,
     )
+
+
+def with_redis(
+    settings: Settings, work: Callable[[], Awaitable[T]], *, patient: bool = False, hint: str = ""
+) -> T:
+    """Run `work`; Redis down or refusing us: one `codeprov:` line and exit status 2.
+
+    One connection attempt first, bounded by PROMPT, so a person is not kept waiting through
+    arq's ten retries; `patient` (a service starting) keeps them. Status 1 means an answer
+    (an unknown booking, an invalid stay), never "Redis is down".
+    """
+
+    async def probed() -> T:
+        if not patient:
+            from worker.queue import connect
+
+            async with asyncio.timeout(PROMPT):
+                probe = await connect(settings, retries=0)
+            await probe.aclose()
+        return await work()
+
+    try:
+        return asyncio.run(probed())
+    except (TimeoutError, RedisError, OSError) as exc:
+        redis_down(settings, exc, hint)
+
+
+def redis_down(settings: Settings, exc: BaseException, hint: str = "") -> NoReturn:
+    from worker.logs import Redactor
+    from worker.queue import refusal
+
+    where = f"Redis at {mask_url(settings.redis_url)}"
+    refused = refusal(exc)
+    if refused:
+        line = f"{where} refused us: {refused} ({type(exc).__name__})"
+    else:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else f"no answer in {PROMPT:g} s"
+        line = f"{where} is unreachable: {reason}"
+    line = Redactor(url_secrets(settings.redis_url)).scrub(line)
+    click.echo(f"codeprov: {line}{hint}", err=True)
+    sys.exit(2)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -121,21 +166,20 @@ def enqueue(
         }
         parsed = [{k: v for k, v in stay.items() if v is not None}]
     good = [p for p in parsed if not isinstance(p, EnqueueResult)]
-    try:
-        results = iter(asyncio.run(enqueue_stays(good, settings=settings)) if good else [])
-    except (RedisError, OSError) as exc:
-        click.echo(
-            f"codeprov: cannot enqueue: Redis at {mask_url(settings.redis_url)}: "
-            f"{type(exc).__name__}: {exc} (re-running the same input is safe)",
-            err=True,
-        )
-        sys.exit(2)
+    results = iter(
+        with_redis(settings, lambda: enqueue_stays(good, settings=settings), hint=SAFE_AGAIN)
+        if good
+        else []
+    )
     invalid = False
     for p in parsed:
         result = p if isinstance(p, EnqueueResult) else next(results)
         invalid |= result.result == "invalid"
         click.echo(json.dumps(result.as_dict()))
     sys.exit(1 if invalid else 0)
+
+
+SAFE_AGAIN = " (re-running the same input is safe)"
 
 
 def _read_lines(file: IO[bytes]) -> Iterator[Any]:
@@ -168,7 +212,9 @@ def cancel(booking_id: str, revision: str | None) -> None:
 
     settings = load_settings()
     message = {"booking_id": booking_id, "action": "cancel", "revision": revision}
-    [result] = asyncio.run(enqueue_stays([message], settings=settings))
+    [result] = with_redis(
+        settings, lambda: enqueue_stays([message], settings=settings), hint=SAFE_AGAIN
+    )
     click.echo(json.dumps(result.as_dict()))
     sys.exit(1 if result.result == "invalid" else 0)
 
@@ -181,7 +227,7 @@ def status(booking_id: str, as_json: bool) -> None:
     from jobs.status import read_status
 
     settings = load_settings()
-    found = asyncio.run(read_status(settings, booking_id))
+    found = with_redis(settings, lambda: read_status(settings, booking_id))
     if found is None:
         click.echo(
             f"codeprov: no stay with booking_id {booking_id!r} in this Redis "
@@ -233,19 +279,10 @@ def sandbox(host: str, port: int, scenario: str, seed: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (the stats contract).")
 def stats(as_json: bool) -> None:
     """Show jobs due now, deferred and in progress, stays per state, and live workers."""
-    from redis.exceptions import RedisError
-
-    from worker.settings import mask_url
     from worker.stats import read_stats, render_table
 
     settings = load_settings()
-    try:
-        found = asyncio.run(read_stats(settings))
-    except (RedisError, OSError) as exc:
-        click.echo(
-            f"codeprov: cannot read Redis at {mask_url(settings.redis_url)}: {exc}", err=True
-        )
-        sys.exit(1)
+    found = with_redis(settings, lambda: read_stats(settings))
     click.echo(json.dumps(found.as_dict()) if as_json else render_table(found))
 
 
@@ -287,7 +324,8 @@ def metrics(host: str, port: int, stays_every: float) -> None:
 
     settings = load_settings()
     _configure_logging(settings)
-    asyncio.run(serve_metrics(settings, host, port, stays_every))
+    # A service: it waits out a Redis still starting (arq's retries), then says why it stops.
+    with_redis(settings, lambda: serve_metrics(settings, host, port, stays_every), patient=True)
 
 
 if __name__ == "__main__":

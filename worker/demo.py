@@ -18,11 +18,11 @@ import httpx
 from jobs.enqueue import enqueue_stay
 from jobs.state import StayState, StayStore
 from seam_sandbox import DeviceSpec, Fault, Latency, Sandbox, SandboxClock, Scenario
-from worker.localredis import LocalRedis, redis_answers
+from worker.localredis import LocalRedis
 from worker.logs import configure, mask_pin
 from worker.queue import connect
 from worker.runtime import make_worker
-from worker.settings import DEFAULT_REDIS_URL, Settings
+from worker.settings import Settings, mask_url
 
 TIME_LIMIT = 55.0
 PREFIX = "codeprov-demo"
@@ -54,14 +54,13 @@ def run_demo(stays: int = 36, workers: int = 3) -> int:
 
 
 async def _demo(stays: int, workers: int) -> int:
+    # Only a Redis it was told to use, or its own: never whatever answers on localhost:6379,
+    # which may be a real deployment's (the demo deletes its own keys there first).
     private: LocalRedis | None = None
     url = os.environ.get("REDIS_URL")
     if not url:
-        if redis_answers(DEFAULT_REDIS_URL):
-            url = DEFAULT_REDIS_URL
-        else:
-            private = LocalRedis().start()
-            url = private.url
+        private = LocalRedis().start()
+        url = private.url
     try:
         return await _run(url, stays, workers, private is not None)
     finally:
@@ -76,7 +75,7 @@ async def _run(url: str, n_stays: int, n_workers: int, private: bool) -> int:
         seam_api_key=sandbox.api_key,
         seam_endpoint="http://sandbox.local",
         key_prefix=PREFIX,
-        queue_name=f"{PREFIX}:queue",
+        queue_name=f"{PREFIX}:queue",  # not CODEPROV_QUEUE_NAME's: the demo's own queue
         rate_per_second=25,
         rate_burst=5,
         poll_initial=1.0,
@@ -86,7 +85,7 @@ async def _run(url: str, n_stays: int, n_workers: int, private: bool) -> int:
     log_path = Path(tempfile.gettempdir()) / "codeprov-demo.log"
     with log_path.open("w") as log_file:
         configure(fmt="json", level="info", secrets=[sandbox.api_key], stream=log_file)
-        where = "a private redis-server" if private else url
+        where = "a private redis-server" if private else mask_url(url)
         print(
             f"codeprov demo: {n_stays} stays on {len(sandbox.device_ids)} locks, "
             f"{n_workers} workers, Redis: {where}, Seam: the sandbox (in-process)"

@@ -9,9 +9,11 @@
         │   ├── SeamRateLimited       HTTP 429, with Retry-After when Seam sent one
         │   ├── SeamConnectionError   connect/read failure, reset, timeout
         │   └── SeamProtocolError     an answer that is not JSON or lacks the fields we need
+        ├── SeamWorkspaceError        retryable: Seam refuses every request of this workspace
+        │   │                         until an operator fixes the configuration (a 3xx redirect)
+        │   └── SeamUnauthorized      401 / 403: the API key was revoked, rotated or is wrong
         └── SeamClientError           HTTP 4xx: retrying the same request cannot help
             ├── SeamInvalidInput      400
-            ├── SeamUnauthorized      401 / 403
             ├── SeamNotFound          404
             └── SeamConflict          409 (e.g. duplicate_access_code: PIN already on the device)
 
@@ -102,15 +104,25 @@ class SeamProtocolError(SeamTransientError):
     """Seam's answer was not JSON, or lacked a field we rely on."""
 
 
+class SeamWorkspaceError(SeamError):
+    """Every request of the workspace fails until a person fixes SEAM_API_KEY or SEAM_ENDPOINT.
+
+    Not the stay's fault: stays wait (with backoff, until their deadline) instead of failing,
+    so a key fixed within the deadline saves all of them.
+    """
+
+    retryable = True
+
+
+class SeamUnauthorized(SeamWorkspaceError):
+    """Seam answered 401 or 403: it refuses the API key."""
+
+
 class SeamClientError(SeamError):
     """A 4xx answer: the same request will fail again."""
 
 
 class SeamInvalidInput(SeamClientError):
-    pass
-
-
-class SeamUnauthorized(SeamClientError):
     pass
 
 

@@ -16,7 +16,9 @@ from typing import Any
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-_URL_PASSWORD = re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+@")
+# Up to the last `@` of the URL (a password may hold an unencoded `@`, `/` or `?`); a plain
+# user name before a `:` stays, anything else before the `@` may be a password: all masked.
+_URL_PASSWORD = re.compile(r"((?:rediss?|unix)://)(?:([A-Za-z0-9._~-]*):)?\S*@")
 
 
 def mask_pin(pin: str | None) -> str | None:
@@ -43,7 +45,12 @@ class Redactor:
     def scrub(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "[redacted]")
-        return _URL_PASSWORD.sub(r"\1***@", text)
+        return _URL_PASSWORD.sub(_masked, text)
+
+
+def _masked(match: re.Match[str]) -> str:
+    user = match[2]
+    return f"{match[1]}{user}:***@" if user is not None else f"{match[1]}***@"
 
 
 def configure(

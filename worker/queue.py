@@ -29,7 +29,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from worker.settings import Settings
+from worker.settings import Settings, redis_credentials
 
 REJECT_FUNCTION = "reject_job"
 STEP_FUNCTION = "advance_stay"
@@ -38,9 +38,25 @@ MAX_JOB_BYTES = 64 * 1024
 JUMP_AHEAD = -3600.0  # seconds: an urgent job's score, before any backlog of the last hour
 
 
-def job_id(booking_id: str, seq: int) -> str:
-    """Deterministic per stay and step: enqueueing the same step twice is a no-op."""
-    return f"codeprov:{booking_id}:{seq}"
+def job_id(booking_id: str, seq: int, *, prefix: str) -> str:
+    """Deterministic per deployment, stay and step: enqueueing the same step twice is a no-op.
+
+    arq's job keys (`arq:job:<id>`) are shared by every queue of a Redis database: the key
+    prefix keeps two deployments' stays with the same booking id apart.
+    """
+    return f"{prefix}:{booking_id}:{seq}"
+
+
+def reconcile_name(prefix: str) -> str:
+    """The reconciler's cron name: arq makes its unique job id `<name>:<ms>`, so a name per
+    deployment lets each deployment's reconciler run (one shared name runs only one of them)."""
+    return f"{prefix}:{RECONCILE_FUNCTION}"
+
+
+def _ours(function: object) -> bool:
+    if function in (STEP_FUNCTION, REJECT_FUNCTION, RECONCILE_FUNCTION):
+        return True
+    return isinstance(function, str) and function.endswith(f":{RECONCILE_FUNCTION}")
 
 
 def serialize(obj: dict[str, Any]) -> bytes:
@@ -69,9 +85,7 @@ def deserialize(raw: bytes) -> dict[str, Any]:
         return _reject("job payload lacks arq's fields f, a, k, t, et")
     if isinstance(data.get("r"), dict) or "s" in data:
         return data  # a result record, read by arq's Job.result(): pass through
-    if data["f"] not in (STEP_FUNCTION, REJECT_FUNCTION, RECONCILE_FUNCTION) or not isinstance(
-        data["k"], dict
-    ):
+    if not _ours(data["f"]) or not isinstance(data["k"], dict):
         return _reject(f"unknown job function {str(data['f'])[:80]!r}")
     return data
 
@@ -83,7 +97,8 @@ def _reject(reason: str) -> dict[str, Any]:
 
 def redis_settings(settings: Settings) -> RedisSettings:
     # redis-py retries and arq's own reconnect loop ride out a short Redis blip.
-    rs = RedisSettings.from_dsn(settings.redis_url)
+    rs = RedisSettings.from_dsn(settings.redis_url)  # Settings has validated it
+    rs.username, rs.password = redis_credentials(settings.redis_url)  # from_dsn: not decoded
     rs.conn_timeout = 5
     rs.conn_retries = 10
     rs.conn_retry_delay = 1
@@ -96,13 +111,17 @@ def redis_settings(settings: Settings) -> RedisSettings:
     return rs
 
 
-async def connect(settings: Settings) -> ArqRedis:
-    """A pool on REDIS_URL: arq's retries for a Redis not up yet, none for a refusal."""
+async def connect(settings: Settings, *, retries: int | None = None) -> ArqRedis:
+    """A pool on REDIS_URL: arq's retries (or `retries`) for a Redis not up yet, none for a
+    refusal. `retries=0`: one attempt, for a command a person waits on."""
     from arq import create_pool
 
     rs = redis_settings(settings)
+    retries = rs.conn_retries if retries is None else retries
     once = dataclasses.replace(rs, conn_retries=0)
-    for attempt in range(rs.conn_retries + 1):
+    if retries == 0:  # and no redis-py retries of the first PING either
+        once = dataclasses.replace(once, retry=None, retry_on_error=None, retry_on_timeout=False)
+    for attempt in range(retries + 1):
         try:
             return await create_pool(
                 once,
@@ -111,7 +130,7 @@ async def connect(settings: Settings) -> ArqRedis:
                 default_queue_name=settings.queue_name,
             )
         except (TimeoutError, RedisError, OSError) as exc:
-            if attempt == rs.conn_retries or refusal(exc) is not None:
+            if attempt == retries or refusal(exc) is not None:
                 raise
             await asyncio.sleep(rs.conn_retry_delay)
     raise AssertionError("unreachable")
@@ -144,8 +163,13 @@ def refusal(exc: BaseException) -> str | None:
     return None
 
 
-async def enqueue_step(redis: ArqRedis, booking_id: str, seq: int, *, delay: float = 0.0) -> bool:
+async def enqueue_step(
+    redis: ArqRedis, booking_id: str, seq: int, *, prefix: str, delay: float = 0.0
+) -> bool:
     """Enqueue step `seq` of a stay, due in `delay` seconds; False if it already exists.
+
+    `prefix` (CODEPROV_KEY_PREFIX) is required, never defaulted: a default would quietly put
+    another deployment's stays under the same job ids again. The queue is the pool's.
 
     Relative, not absolute: arq scores jobs with the enqueuer's wall clock, and our own clock
     is injected (tests and the sandbox may run it ahead). A negative delay puts the job ahead
@@ -154,7 +178,7 @@ async def enqueue_step(redis: ArqRedis, booking_id: str, seq: int, *, delay: flo
     ahead = datetime.now(UTC) + timedelta(seconds=delay) if delay < 0 else None
     job = await redis.enqueue_job(
         STEP_FUNCTION,
-        _job_id=job_id(booking_id, seq),
+        _job_id=job_id(booking_id, seq, prefix=prefix),
         _defer_by=delay if delay > 0 else None,
         _defer_until=ahead,
         booking_id=booking_id,

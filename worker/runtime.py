@@ -32,16 +32,15 @@ from worker.health import Heartbeat, start_heartbeat
 from worker.limiter import Budgets, Limiter, Operation, Rate, backoff
 from worker.logs import get_logger
 from worker.queue import (
-    RECONCILE_FUNCTION,
     REJECT_FUNCTION,
     STEP_FUNCTION,
     deserialize,
+    reconcile_name,
     redis_settings,
     serialize,
 )
 from worker.settings import Settings, mask_url
 
-_JOB_ID = re.compile(r"^codeprov:(?P<booking_id>.+):(?P<seq>\d+)$")
 _DEPS = "codeprov.deps"
 
 
@@ -129,9 +128,14 @@ async def reject_job(ctx: dict[str, Any], *, reason: Any = "invalid job", **_: A
     )
 
 
+def _job_id_pattern(prefix: str) -> re.Pattern[str]:
+    """worker.queue.job_id's format: `<prefix>:<booking_id>:<seq>`."""
+    return re.compile(rf"^{re.escape(prefix)}:(?P<booking_id>.+):(?P<seq>\d+)$")
+
+
 async def _reject(deps: Deps, job: JobInfo, reason: str) -> None:
     """Log a job we cannot run; fail its stay with the reason if the job id names one."""
-    match = _JOB_ID.match(job.job_id)
+    match = _job_id_pattern(deps.store.prefix).match(job.job_id)
     booking_id = match["booking_id"] if match else None
     get_logger(job_id=job.job_id, booking_id=booking_id).error("job.rejected", reason=reason)
     if booking_id is None:
@@ -252,7 +256,7 @@ def make_worker(
         cron_jobs=[
             cron(
                 reconcile_job,
-                name=RECONCILE_FUNCTION,
+                name=reconcile_name(settings.key_prefix),
                 second={7},
                 unique=True,
                 timeout=settings.job_timeout,

@@ -6,8 +6,9 @@ for Redis (`REDIS_URL`); everything of ours is prefixed `CODEPROV_`.
 
 from __future__ import annotations
 
-from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+import re
+from typing import Any, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,7 +19,8 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="CODEPROV_", extra="ignore", frozen=True, populate_by_name=True
+        env_prefix="CODEPROV_", extra="ignore", frozen=True, populate_by_name=True,
+        hide_input_in_errors=True,  # an invalid REDIS_URL holds a password: never echo it
     )
 
     redis_url: str = Field(DEFAULT_REDIS_URL, validation_alias="REDIS_URL")
@@ -26,8 +28,8 @@ class Settings(BaseSettings):
     seam_api_key: SecretStr = Field(SecretStr(""), validation_alias="SEAM_API_KEY")
     seam_endpoint: str = Field(SEAM_PRODUCTION, validation_alias="SEAM_ENDPOINT")
 
-    key_prefix: str = "codeprov"
-    queue_name: str = "codeprov:queue"
+    key_prefix: str = Field("codeprov", min_length=1)
+    queue_name: str = ""  # default `<key_prefix>:queue`: two deployments never share a queue
     max_jobs: int = Field(10, ge=1, le=1000)
     # arq polls its queue this often: each step of a stay is a job, so a slow poll is idle
     # slots and late first requests (arq's default 0.5 s caps a worker at ~20 steps/s).
@@ -72,10 +74,19 @@ class Settings(BaseSettings):
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_scheme(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+    def _redis_url_is_usable(cls, value: str) -> str:
+        problem = redis_url_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _queue_from_prefix(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("queue_name"):
+            prefix = data.get("key_prefix") or "codeprov"
+            data = {**data, "queue_name": f"{prefix}:queue"}
+        return data
 
     @model_validator(mode="after")
     def _ca_needs_tls(self) -> Settings:
@@ -84,12 +95,64 @@ class Settings(BaseSettings):
         return self
 
 
-def mask_url(url: str) -> str:
-    """A Redis URL fit for logs: the password replaced by ***."""
+_DATABASE = re.compile(r"/?[0-9]*")
+_PLAIN_USER = re.compile(r"[A-Za-z0-9._~%!$&'()*+,;=-]*")
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What is wrong with a REDIS_URL, in words that never quote any part of it."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("redis", "rediss", "unix"):
+        return "REDIS_URL must start with redis://, rediss:// or unix://"
+    if scheme == "unix":
+        return None
+    # A `/`, `?` or `#` in the password ends the host part early: the rest of the password
+    # would be read as the database or the query (and quoted in arq's errors).
+    netloc_end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    if "@" in rest[netloc_end:]:
+        return "REDIS_URL: percent-encode reserved characters in the password (e.g. / as %2F)"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "REDIS_URL is not a valid URL (an IPv6 host goes in brackets: [::1])"
+    try:
+        port = parts.port
+    except ValueError:
+        return "REDIS_URL: the port must be a number from 1 to 65535"
+    if port == 0:
+        return "REDIS_URL: the port must be a number from 1 to 65535"
+    db = parse_qs(parts.query).get("db", ["0"])[0]
+    if not (_DATABASE.fullmatch(parts.path) and _DATABASE.fullmatch(db)):
+        return "REDIS_URL: the database must be a number, e.g. redis://host:6379/0"
+    return None
+
+
+def redis_credentials(url: str) -> tuple[str | None, str | None]:
+    """REDIS_URL's user and password, percent-decoded (arq's from_dsn leaves `%2F` as is)."""
     parts = urlsplit(url)
-    if parts.password is None:
+    return unquote(parts.username or "") or None, unquote(parts.password or "") or None
+
+
+def url_secrets(url: str) -> list[str]:
+    """The password in a Redis URL, as written and percent-decoded: for the log redactor."""
+    creds = url.partition("://")[2].rpartition("@")[0]
+    raw = creds.partition(":")[2]
+    return [s for s in dict.fromkeys((raw, unquote(raw))) if s]
+
+
+def mask_url(url: str) -> str:
+    """A Redis URL fit for logs and errors: its password, in any form, replaced by ***.
+
+    Read as text, not parsed: a password with an unencoded `/` or `?` ends a parse's host part
+    early, and a parse would show the rest. Everything between `://` and the last `@` is
+    credentials; only a plain user name before a `:` is kept.
+    """
+    head, sep, rest = url.partition("://")
+    creds, at, host = (rest if sep else url).rpartition("@")
+    if not at:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    user, colon, _ = creds.partition(":")
+    if not sep:  # not even a scheme we can tell from a user name: nothing before `@` shown
+        return f"***@{host}"
+    shown = f"{user}:***" if colon and _PLAIN_USER.fullmatch(user) else "***"
+    return f"{head}://{shown}@{host}"

@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from jobs.state import Phase
+from jobs.workspace import workspace_down
 from worker.health import count_alive
 from worker.settings import Settings
 
@@ -47,6 +48,7 @@ class Stats:
     in_progress: int
     workers_alive: int
     stays: dict[str, int]
+    seam_workspace_down: str | None = None  # the outage's error (jobs/workspace.py), if any
 
     def as_dict(self) -> dict[str, Any]:
         """The `codeprov stats --json` shape: a contract, keep the field names."""
@@ -56,6 +58,7 @@ class Stats:
             "in_progress": self.in_progress,
             "stays": dict(self.stays),
             "workers_alive": self.workers_alive,
+            "seam_workspace_down": self.seam_workspace_down,
             "queue": self.queue,
             "at": self.at.isoformat(),
         }
@@ -114,6 +117,7 @@ async def collect(
         deferred=deferred,
         in_progress=in_progress,
         workers_alive=await count_alive(redis, settings.key_prefix, now.timestamp()),
+        seam_workspace_down=await workspace_down(redis, settings.key_prefix),
         stays=stays if stays is not None else await count_stays(redis, settings.key_prefix),
     )
 
@@ -125,6 +129,8 @@ def render_table(stats: Stats) -> str:
         ("deferred", stats.deferred),
         ("in progress", stats.in_progress),
         ("workers alive", stats.workers_alive),
+        ("seam workspace", f"DOWN: {stats.seam_workspace_down}" if stats.seam_workspace_down
+         else "ok"),
     ]
     rows += [(f"stays {state}", n) for state, n in stats.stays.items()]
     rows.append(("at", stats.at.isoformat(timespec="seconds")))
@@ -147,6 +153,11 @@ def render_prometheus(stats: Stats) -> str:
             "codeprov_workers_alive",
             "Workers whose heartbeat has not expired.",
             [("", stats.workers_alive)],
+        ),
+        (
+            "codeprov_seam_workspace_down",
+            "1 while Seam refuses the workspace's API key or endpoint (see codeprov stats).",
+            [("", int(stats.seam_workspace_down is not None))],
         ),
         (
             "codeprov_stays",
