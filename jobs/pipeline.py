@@ -85,7 +85,9 @@ async def advance_stay(deps: Deps, booking_id: str, seq: int, job: JobInfo) -> N
         if outcome == _STALE:
             if seq < state.seq:  # a re-run after a crash or a change: the chain goes on from there
                 delay = until(state.next_check_at, deps.clock())
-                await enqueue_step(deps.redis, booking_id, state.seq, delay=delay)
+                await enqueue_step(
+                    deps.redis, booking_id, state.seq, prefix=deps.store.prefix, delay=delay
+                )
             return
         step = Step(deps, state, job, deps.clock())
         learned = own if own is not None else workspace
@@ -198,7 +200,8 @@ async def _finish(step: Step, expected_seq: int) -> None:
     if not s.state.is_final:
         await enqueue_step(
             # From now, not from the step's start: its own calls must not make the look late.
-            step.deps.redis, s.booking_id, s.seq, delay=until(s.next_check_at, step.deps.clock())
+            step.deps.redis, s.booking_id, s.seq, prefix=step.deps.store.prefix,
+            delay=until(s.next_check_at, step.deps.clock()),
         )
     if step.learned is not None:
         await step.deps.latency.record(s.stay.device_id, step.learned)
