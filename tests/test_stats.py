@@ -73,8 +73,8 @@ def snapshot(**over: object) -> Stats:
 
 async def test_due_now_excludes_deferred_checks(pool: ArqRedis, settings: Settings) -> None:
     """A job due now counts in due_now; one deferred an hour counts only in deferred."""
-    assert await enqueue_step(pool, "B1", 0)
-    assert await enqueue_step(pool, "B2", 0, delay=3600)
+    assert await enqueue_step(pool, "B1", 0, prefix="codeprov")
+    assert await enqueue_step(pool, "B2", 0, prefix="codeprov", delay=3600)
     stats = await collect(pool, settings)
     assert (stats.due_now, stats.deferred, stats.in_progress) == (1, 1, 0)
 
@@ -83,18 +83,19 @@ async def test_job_due_this_millisecond_counts_as_due(pool: ArqRedis, settings: 
     """A job scored at arq's rounded `now` is due now; one scored a millisecond later is not."""
     now = NOW.replace(microsecond=600)  # 0.6 ms past a millisecond: arq rounds it up
     now_ms = round(now.timestamp() * 1000)
-    assert await enqueue_step(pool, "B1", 0)
-    assert await enqueue_step(pool, "B2", 0)
-    await pool.zadd(settings.queue_name, {job_id("B1", 0): now_ms, job_id("B2", 0): now_ms + 1})
+    assert await enqueue_step(pool, "B1", 0, prefix="codeprov")
+    assert await enqueue_step(pool, "B2", 0, prefix="codeprov")
+    first, second = job_id("B1", 0, prefix="codeprov"), job_id("B2", 0, prefix="codeprov")
+    await pool.zadd(settings.queue_name, {first: now_ms, second: now_ms + 1})
     stats = await collect(pool, settings, now=now)
     assert (stats.due_now, stats.deferred) == (1, 1)
 
 
 async def test_in_progress_counts_only_our_queues_jobs(pool: ArqRedis, settings: Settings) -> None:
     """A running job of ours counts; another queue's in-progress key does not."""
-    assert await enqueue_step(pool, "B1", 0)
-    assert await enqueue_step(pool, "B2", 0)
-    await pool.set(f"arq:in-progress:{job_id('B1', 0)}", b"1")
+    assert await enqueue_step(pool, "B1", 0, prefix="codeprov")
+    assert await enqueue_step(pool, "B2", 0, prefix="codeprov")
+    await pool.set(f"arq:in-progress:{job_id('B1', 0, prefix='codeprov')}", b"1")
     await pool.set("arq:in-progress:someone-else", b"1")
     stats = await collect(pool, settings)
     assert (stats.due_now, stats.in_progress) == (2, 1)
@@ -171,7 +172,7 @@ def test_prometheus_label_values_are_escaped() -> None:
 
 async def test_due_endpoint_serves_keda(pool: ArqRedis, settings: Settings) -> None:
     """/due answers the JSON KEDA's metrics-api scaler reads (valueLocation `due_now`)."""
-    assert await enqueue_step(pool, "B1", 0)
+    assert await enqueue_step(pool, "B1", 0, prefix="codeprov")
     transport = httpx.ASGITransport(app=metrics_app(pool, settings))
     async with httpx.AsyncClient(transport=transport, base_url="http://m") as client:
         due = (await client.get("/due")).json()
@@ -199,7 +200,8 @@ def test_stats_command_prints_json(settings: Settings, redis_url: str) -> None:
     async def deferred_job() -> None:
         arq = await connect(settings)
         await arq.flushdb()
-        assert await enqueue_step(arq, "B1", 0, delay=timedelta(hours=1).total_seconds())
+        hour = timedelta(hours=1).total_seconds()
+        assert await enqueue_step(arq, "B1", 0, prefix="codeprov", delay=hour)
         await arq.aclose()
 
     asyncio.run(deferred_job())
