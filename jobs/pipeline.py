@@ -115,7 +115,8 @@ async def _run(step: Step) -> None:
         follow_move(step)
         if s.access_code_id is None:
             code = await provision(step)
-            if code is None:
+            # An adopted code holds what was asked of it, not always what the stay says now.
+            if code is None or await apply_update(step):
                 return
         elif await apply_update(step):
             return

@@ -1,7 +1,10 @@
 """Getting a code onto the lock: adopt the stay's code if it exists, else generate and create.
 
 A stay never gets two codes: the intent to create is recorded before the POST, and a step that
-finds that intent without a recorded code looks for the code by name before creating again.
+finds that intent without a recorded code looks for the code before creating again: by its PIN
+(`/access_codes/get {device_id, code}`, one call however many codes the lock holds), its name
+checked. Whatever is adopted keeps what was asked of it as `applied`; the pipeline sends an
+update when that is not what the stay says now (a change that landed while the create was out).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ async def provision(step: Step) -> AccessCode | None:
     s.state = Phase.PROVISIONING
     if s.create_sent:
         # A create may have reached Seam without us recording it: look before creating again.
-        found = await find_by_name(step, stay.device_id, stay.code_name)
+        found = await find_own_code(step)
         if found is not None:
             return adopt(step, found, adopted=True)
     if not await _take_turn(step):
@@ -37,7 +40,7 @@ async def provision(step: Step) -> AccessCode | None:
                 device_id=ready.device_id,
                 starts_at=ready.starts_at,
                 ends_at=ready.ends_at,
-                name=ready.name or stay.code_name,
+                name=ready.name or "",  # none: the update that follows names it
             )
             s.create_slot = None  # nothing to create: the turn goes unused
             return adopt(step, ready, adopted=False, applied=seen)
@@ -68,7 +71,22 @@ async def _take_turn(step: Step) -> bool:
     return True
 
 
+async def find_own_code(step: Step) -> AccessCode | None:
+    """The code the last create of this stay put on the lock, if it landed.
+
+    By PIN when one was sent (every create sends one); the name must match too, or the PIN is
+    another code's and ours never landed (the create then gets a 409 and a new PIN).
+    """
+    s = step.state
+    asked = s.requested or Applied.of(s.stay)
+    if s.code is None:
+        return await find_by_name(step, asked.device_id, asked.name)
+    found = await step.deps.seam.find_access_code(asked.device_id, s.code)
+    return found if found is not None and found.name == asked.name else None
+
+
 async def find_by_name(step: Step, device_id: str, name: str) -> AccessCode | None:
+    """The lock's code named `name`, looking through every page of the lock's codes."""
     for existing in await step.deps.seam.list_access_codes(device_id):
         if existing.name == name:
             return existing
@@ -98,7 +116,7 @@ async def _create(step: Step) -> AccessCode | None:
         s.create_sent = retry  # refused by Seam's limit: nothing created
         raise
     except SeamConflict as exc:
-        landed = await find_by_name(step, stay.device_id, stay.code_name) if retry else None
+        landed = await find_own_code(step) if retry else None
         if landed is not None:  # the earlier create: it holds what that one asked for
             return adopt(step, landed, adopted=True, applied=asked_before)
         _pin_conflict(step, exc)
