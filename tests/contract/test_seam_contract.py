@@ -286,3 +286,52 @@ async def test_raw_list_filtering_differs(seam: SeamClient, server: Server) -> N
         answer = await http.post("/access_codes/list", json={"device_id": server.device_id})
     listed = {c["access_code_id"] for c in answer.json()["access_codes"]}
     assert (theirs.access_code_id not in listed) is FILTERS_LIST_BY_DEVICE[server.name]
+
+
+# -- finding a code: by PIN, and through every page ------------------------------------------
+
+SENDS_PAGINATION = {"sandbox": True, "seam_fake": False}
+
+
+async def test_get_by_device_and_pin_finds_the_code(seam: SeamClient, server: Server) -> None:
+    """`/access_codes/get {device_id, code}` finds the lock's code with that PIN; an unused PIN,
+    or the PIN on another lock, is None."""
+    mine = await create(seam, server.device_id, name="Stay P1")
+    found = await seam.find_access_code(server.device_id, mine.code or "")
+    assert found is not None
+    assert (found.access_code_id, found.name) == (mine.access_code_id, "Stay P1")
+    assert await seam.find_access_code(server.device_id, new_pin()) is None
+    assert await seam.find_access_code(server.other_device_id, mine.code or "") is None
+
+
+async def test_raw_list_pagination_differs(seam: SeamClient, server: Server) -> None:
+    """The sandbox answers /access_codes/list with Seam's `pagination`; Seam's fake sends none
+    (our client reads a missing `pagination` as the only page)."""
+    await create(seam, server.device_id)
+    async with server.http() as http:
+        answer = await http.post("/access_codes/list", json={"device_id": server.device_id})
+    body = answer.json()
+    assert ("pagination" in body) is SENDS_PAGINATION[server.name]
+    if "pagination" in body:
+        assert set(body["pagination"]) == {"has_next_page", "next_page_cursor", "next_page_url"}
+
+
+async def test_list_reads_every_page(seam: SeamClient, server: Server) -> None:
+    """Listing a lock returns every code created on it, however the server pages."""
+    created = [await create(seam, server.device_id) for _ in range(3)]
+    listed = {c.access_code_id for c in await seam.list_access_codes(server.device_id)}
+    assert {c.access_code_id for c in created} <= listed
+
+
+async def test_list_follows_the_cursor(redis: Redis) -> None:
+    """On a sandbox that lists two codes a page, five codes come back from three pages, each
+    page one request (sandbox only: Seam's fake does not page)."""
+    server = SandboxServer(list_page_size=2)
+    seam = server.client(Limiter(redis, Budgets(Rate(1000, 1, 100), {})))
+    try:
+        created = [await create(seam, server.device_id) for _ in range(5)]
+        listed = await seam.list_access_codes(server.device_id)
+    finally:
+        await seam.aclose()
+    assert [c.access_code_id for c in listed] == [c.access_code_id for c in created]
+    assert server.sandbox.stats()["requests"]["/access_codes/list"] == {"200": 3}
