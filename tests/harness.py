@@ -46,6 +46,8 @@ class Rig:
     scenario: Scenario = field(default_factory=lambda: Scenario(device_count=3))
     seed: int = 0
     overrides: dict[str, Any] = field(default_factory=dict)
+    # Around the sandbox's transport: what the network (or another Seam) does to its answers.
+    wrap: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None
     sandbox: Sandbox = field(init=False)
     settings: Settings = field(init=False)
     pool: ArqRedis = field(init=False)
@@ -73,7 +75,8 @@ class Rig:
         return self.sandbox.device_ids
 
     def transport(self) -> httpx.AsyncBaseTransport:
-        return httpx.ASGITransport(app=self.sandbox.app)
+        inner = httpx.ASGITransport(app=self.sandbox.app)
+        return self.wrap(inner) if self.wrap else inner
 
     def stay(
         self,
