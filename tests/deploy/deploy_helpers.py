@@ -83,7 +83,12 @@ def assert_known_knobs(env: dict[str, str]) -> None:
     """Every CODEPROV_* variable is a Settings field or a heartbeat/deploy knob: no typos."""
     from worker.settings import Settings
 
-    extra = {"CODEPROV_HEARTBEAT_FILE", "CODEPROV_HEARTBEAT_INTERVAL", "CODEPROV_WORKERS"}
+    extra = {
+        "CODEPROV_HEARTBEAT_FILE",
+        "CODEPROV_HEARTBEAT_INTERVAL",
+        "CODEPROV_HEARTBEAT_WATCHDOG",
+        "CODEPROV_WORKERS",
+    }
     fields = {f"CODEPROV_{name.upper()}" for name in Settings.model_fields}
     unknown = {k for k in env if k.startswith("CODEPROV_")} - fields - extra
     assert not unknown, f"not codeprov settings: {sorted(unknown)}"
@@ -91,13 +96,15 @@ def assert_known_knobs(env: dict[str, str]) -> None:
 
 def differs_from_default(key: str, value: str) -> bool:
     """True if KEY=value gives codeprov another value than leaving KEY unset would."""
-    from worker import health
+    from worker import health, liveness
     from worker.settings import Settings
 
     if key == health.FILE_ENV:
         return value != health.DEFAULT_FILE
     if key == health.INTERVAL_ENV:
         return float(value) != health.DEFAULT_INTERVAL
+    if key == liveness.WATCHDOG_ENV:
+        return int(value) != liveness.DEFAULT_WATCHDOG
     name = key.removeprefix("CODEPROV_").lower()
     field = Settings.model_fields[name]
     default = Settings.model_validate({name: field.get_default(call_default_factory=True)})
