@@ -29,12 +29,12 @@ def heartbeat_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """REDIS_URL when set (its database is flushed by the tests!), else a private server."""
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
         return
-    server = LocalRedis().start()
+    server = LocalRedis(directory=str(tmp_path_factory.mktemp("redis"))).start()
     try:
         yield server.url
     finally:
