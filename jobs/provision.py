@@ -17,7 +17,7 @@ import anyio
 from jobs.state import Applied, Phase, Slot
 from jobs.step import Step
 from worker.errors import RateLimitWait, SeamConflict, SeamRateLimited
-from worker.limiter import Operation
+from worker.limiter import RESERVE_SLACK_MS, Operation
 from worker.seam_models import AccessCode
 
 
@@ -56,19 +56,39 @@ async def _take_turn(step: Step) -> bool:
     come: a PIN fetched long before its create is likelier to be taken meanwhile.
     """
     s, stay, deps = step.state, step.state.stay, step.deps
+    if s.create_slot is not None and _late(step, s.create_slot):
+        s.create_slot = None  # used now, it would crowd the turns after it: take a new one
     if s.create_slot is None or s.create_slot.device_id != stay.device_id:
         # Urgent stays take a turn however far; the others only within the horizon, so the
         # turns handed out stay few and an urgent stay arriving later is not behind all of them.
         within = math.inf if s.is_urgent(step.now) else deps.settings.create_turn_horizon
         wait = await deps.limiter.reserve(Operation.CREATE, stay.device_id, within=within)
-        s.create_slot = Slot(device_id=stay.device_id, at=step.now + timedelta(seconds=wait))
-    wait = (s.create_slot.at - step.now).total_seconds()
+        # From now, not the step's start: the calls before this one took time.
+        s.create_slot = Slot(device_id=stay.device_id, at=deps.clock() + timedelta(seconds=wait))
+    wait = (s.create_slot.at - deps.clock()).total_seconds()
     if wait > deps.settings.rate_max_sleep:
-        step.later(wait)  # the slot is kept in the state; the worker slot is freed meanwhile
+        # The slot is kept in the state; the worker slot is freed meanwhile. Back a little
+        # early, to sleep the rest: a job picked up late would use its turn late.
+        ahead = (s.create_slot.at - step.now).total_seconds()
+        step.later(ahead - deps.settings.rate_max_sleep / 2)
         return False
     if wait > 0:
         await anyio.sleep(wait)
     return True
+
+
+def _late(step: Step, slot: Slot) -> bool:
+    """Whether a reserved turn used now would come too late to keep the lock's create budget.
+
+    Reserved slots lie one interval plus RESERVE_SLACK_MS-ish apart, so Seam's minute holds
+    `count` slacks of spare time; a turn later than half of that lands on its successors' and
+    lets one create too many into a minute (Seam's 429). Such a turn is given up.
+    """
+    per_minute = step.deps.settings.device_creates_per_minute
+    interval_ms = 60_000 / per_minute
+    slack_ms = min(RESERVE_SLACK_MS, int(interval_ms) // 50)
+    tolerance = per_minute * slack_ms / 2000
+    return (step.deps.clock() - slot.at).total_seconds() > tolerance
 
 
 async def find_own_code(step: Step) -> AccessCode | None:
@@ -101,16 +121,19 @@ async def _create(step: Step) -> AccessCode | None:
     # Record the intent before the POST; a cancel committed before this point wins (CAS). The
     # turn is used up by this attempt: a crash from here on reserves a new one.
     slot, s.create_slot = s.create_slot, None
+    # A turn that came late (the PIN's call waited) spends the device's token like any request.
+    reserved = slot is not None and not _late(step, slot)
     s.create_sent, s.requested = True, Applied.of(stay)
     if not await step.checkpoint():
         return None
     try:
         created = await step.deps.seam.create_access_code(
             stay.device_id, code=s.code or "", name=stay.code_name,
-            starts_at=stay.starts_at, ends_at=stay.ends_at, reserved=slot is not None,
+            starts_at=stay.starts_at, ends_at=stay.ends_at, reserved=reserved,
         )
     except RateLimitWait:
-        s.create_sent, s.create_slot = retry, slot  # the workspace budget held it back: keep it
+        # Held back by the workspace budget: keep the turn; a late one is lost meanwhile.
+        s.create_sent, s.create_slot = retry, slot if reserved else None
         raise
     except SeamRateLimited:
         s.create_sent = retry  # refused by Seam's limit: nothing created
