@@ -16,7 +16,7 @@ for a given seed, on a clock that can run hours of a scenario in seconds.
 Models (all pydantic, in `seam_sandbox.scenario`; times in sandbox seconds from sandbox start):
 - `Scenario(devices, device_count=3, device_defaults, api_key="seam_sandbox_key", workspace_id,
   speed=1.0, generate_code_shape="generated_code"|"access_code", native_scheduling_lead_hours=72,
-  rate_limits, outages, slow, drops)`; `devices` empty → `device_count` devices
+  list_page_size=500, rate_limits, outages, slow, drops)`; `devices` empty → `device_count` devices
   `sandbox_device_1..N` built from `device_defaults`.
 - `DeviceSpec(id, name, latency, faults, code_length=6)`: generated PINs have `code_length`
   digits (6 by default, so proposals rarely collide; they are unique among live codes anyway).
