@@ -24,6 +24,16 @@ from worker.health import (
     touch,
     worker_key,
 )
+from worker.liveness import (
+    REFUSED,
+    RUNNING,
+    STOPPING,
+    WAITING,
+    Liveness,
+    installed,
+    read_state,
+    write_state,
+)
 from worker.runtime import make_worker
 from worker.settings import Settings
 
@@ -201,3 +211,40 @@ async def test_a_problem_stops_the_file_and_names_itself(redis: Redis, tmp_path:
     hb.set_problem("intake", None)
     await hb.beat()
     assert (tmp_path / "beat").exists()
+
+
+def test_health_says_a_worker_waiting_for_redis_is_alive(tmp_path: Path) -> None:
+    """A fresh file in `waiting_for_redis`: exit 0, and the output says what it waits in."""
+    beat = tmp_path / "beat"
+    write_state(beat, WAITING, time.time(), phase="connect", error="TimeoutError: Timeout")
+    env = {"CODEPROV_HEARTBEAT_FILE": str(beat), "CODEPROV_HEARTBEAT_INTERVAL": "5"}
+    result = CliRunner().invoke(main, ["health"], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("ok: waiting for Redis since ")
+    assert "(connect, last error TimeoutError: Timeout)" in result.output
+
+
+def test_health_fails_at_once_for_a_refused_worker(tmp_path: Path) -> None:
+    """A fresh file in `redis_refused`: exit 1 with the refusal's message, not `ok`."""
+    beat = tmp_path / "beat"
+    write_state(beat, REFUSED, time.time(), message="Redis refused the credentials in REDIS_URL")
+    env = {"CODEPROV_HEARTBEAT_FILE": str(beat), "CODEPROV_HEARTBEAT_INTERVAL": "5"}
+    result = CliRunner().invoke(main, ["health"], env=env)
+    assert result.exit_code == 1
+    assert "unhealthy: Redis refused the credentials in REDIS_URL" in result.output
+
+
+async def test_heartbeat_under_liveness_takes_over_and_hands_back(
+    redis: Redis, tmp_path: Path
+) -> None:
+    """Under run_worker's Liveness, start() marks the file `running` (the thread stops
+    beating) and stop() marks it stopping, so the thread never writes the removed file again."""
+    path = tmp_path / "beat"
+    with installed(Liveness(path, 0.05, watchdog=0)) as live:
+        live.enter(WAITING, phase="connect")
+        hb = heartbeat(redis, tmp_path, interval=0.05)
+        await hb.start()
+        assert read_state(path)["state"] == RUNNING and live.state == RUNNING
+        await hb.stop()
+        await asyncio.sleep(0.2)  # four of the thread's intervals
+        assert live.state == STOPPING and not path.exists()
