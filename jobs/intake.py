@@ -214,10 +214,29 @@ class Intake:
             count=self.batch,
         )
         self._claim_from, entries = answer[0], answer[1]
-        for entry in entries:
-            if entry[1] is not None:  # None: deleted (trimmed) while pending
-                await self.handle(entry)
-        return len(entries)
+        alive = [entry for entry in entries if entry[1] is not None]
+        for entry in alive:
+            await self.handle(entry)
+        if len(alive) < len(entries):
+            await self._ack_deleted()
+        return len(alive)
+
+    async def _ack_deleted(self) -> None:
+        """Entries deleted while pending (XDEL, a producer's MAXLEN): Redis 6.2 keeps their ids
+        pending for ever, and XAUTOCLAIM hides them (None), so the trim floor would be stuck.
+        They are ours now: acknowledge the ones the stream no longer has.
+        """
+        mine = await self.redis.xpending_range(
+            self.key, GROUP, min="-", max="+", count=self.batch, consumername=self.consumer
+        )
+        ids = [p["message_id"] for p in mine]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xrange(self.key, entry_id, entry_id)
+            found = await pipe.execute()
+        gone = [entry_id for entry_id, hit in zip(ids, found, strict=True) if not hit]
+        if gone:
+            await self.redis.xack(self.key, GROUP, *gone)
 
     async def trim(self) -> None:
         """Drop acknowledged entries only: below the oldest pending or undelivered one."""

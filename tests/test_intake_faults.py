@@ -88,7 +88,7 @@ async def test_redis_error_while_handling_leaves_the_entry_pending(
     """A Redis error while handling an entry (WRONGTYPE on its stay key) is not the entry's
     fault: it is not dead-lettered, it stays pending and is applied once Redis is right."""
     async with Rig(redis_url, one_lock()) as rig:
-        await redis.hset("codeprov:stay:B1", "not", "a string")
+        await rig.pool.hset("codeprov:stay:B1", "not", "a string")  # type: ignore[misc]
         await redis.xadd(KEY, entry(rig, "B1"))
         consumer = intake(rig, claim_idle=0.0)
         await consumer.ensure_group()
@@ -211,4 +211,24 @@ async def test_trim_keeps_what_another_group_has_not_read(redis: Redis, redis_ur
         read = await redis.xreadgroup("audit", "a1", {KEY: ">"}, count=250)
         await redis.xack(KEY, "audit", *(entry_id for entry_id, _ in read[0][1]))
         await consumer.trim()
+        assert await redis.xlen(KEY) < 250  # XTRIM ~ drops whole nodes (100 entries each)
+
+
+async def test_an_entry_deleted_while_pending_does_not_stop_trimming(
+    redis: Redis, redis_url: str
+) -> None:
+    """An entry deleted (XDEL) while pending leaves the pending list once claimed, so the
+    acknowledged entries behind it are trimmed again."""
+    async with Rig(redis_url, one_lock()) as rig:
+        consumer = intake(rig, claim_idle=0.0)
+        await consumer.ensure_group()
+        lost = await redis.xadd(KEY, entry(rig, "lost"))
+        await redis.xreadgroup(GROUP, "died", {KEY: ">"}, count=1)
+        await redis.xdel(KEY, lost)
+        async with redis.pipeline(transaction=False) as pipe:
+            for i in range(250):
+                pipe.xadd(KEY, entry(rig, f"B{i:03}"))
+            await pipe.execute()
+        await consumer.drain()
+        assert (await redis.xpending(KEY, GROUP))["pending"] == 0
         assert await redis.xlen(KEY) < 250  # XTRIM ~ drops whole nodes (100 entries each)
