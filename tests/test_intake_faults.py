@@ -232,3 +232,13 @@ async def test_an_entry_deleted_while_pending_does_not_stop_trimming(
         await consumer.drain()
         assert (await redis.xpending(KEY, GROUP))["pending"] == 0
         assert await redis.xlen(KEY) < 250  # XTRIM ~ drops whole nodes (100 entries each)
+
+
+async def test_trim_of_a_deleted_stream_is_quiet(redis: Redis, redis_url: str) -> None:
+    """Trimming a stream that was deleted meanwhile does nothing and raises nothing."""
+    async with Rig(redis_url, one_lock()) as rig:
+        consumer = intake(rig)
+        await consumer.ensure_group()
+        await redis.delete(KEY)
+        await consumer.trim()
+        assert not await redis.exists(KEY)
