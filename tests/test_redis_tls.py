@@ -271,7 +271,7 @@ def test_without_the_ca_the_certificate_is_refused(
     `codeprov:` line names the certificate failure; nothing reaches Redis."""
     done = enqueue(good_proxy, [stay("TLS2")], tmp_path, None)
     last = the_error(done)
-    assert last.startswith("codeprov: cannot enqueue: "), last
+    assert last.startswith("codeprov: Redis at "), last
     assert "CERTIFICATE_VERIFY_FAILED" in last or "certificate" in last.lower(), last
     with Redis.from_url(backend.url) as plain:
         assert plain.get("codeprov:stay:TLS2") is None

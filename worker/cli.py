@@ -11,7 +11,9 @@ from typing import IO, Any, NoReturn, TypeVar
 
 import click
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.settings import Settings, mask_url, url_secrets
 
@@ -77,12 +79,14 @@ def redis_down(settings: Settings, exc: BaseException, hint: str = "") -> NoRetu
     from worker.queue import refusal
 
     where = f"Redis at {mask_url(settings.redis_url)}"
+    reason = f"{type(exc).__name__}: {exc}" if str(exc) else f"no answer in {PROMPT:g} s"
     refused = refusal(exc)
     if refused:
-        line = f"{where} refused us: {refused} ({type(exc).__name__})"
-    else:
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else f"no answer in {PROMPT:g} s"
+        line = f"{where} refused us: {refused} ({reason})"
+    elif isinstance(exc, RedisConnectionError | RedisTimeoutError | TimeoutError | OSError):
         line = f"{where} is unreachable: {reason}"
+    else:  # it answered, with an error: out of memory, read-only replica, ...
+        line = f"{where} answered {reason}"
     line = Redactor(url_secrets(settings.redis_url)).scrub(line)
     click.echo(f"codeprov: {line}{hint}", err=True)
     sys.exit(2)
