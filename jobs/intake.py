@@ -155,7 +155,7 @@ class Intake:
         await self.redis.xack(self.key, GROUP, entry_id)
 
     async def _apply(self, raw: dict[bytes, bytes]) -> str | None:
-        """None if applied; else why the entry is rejected (no input values echoed)."""
+        """None if applied; else why the entry is rejected."""
         try:
             message = parse_message(decode(raw), now=self.clock())
             result = await apply_message(
