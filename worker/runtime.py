@@ -187,7 +187,6 @@ async def _start_intake(stack: AsyncExitStack, intake: Intake, heartbeat: Heartb
 
     task = asyncio.create_task(intake.serve(report), name=f"codeprov-intake-{intake.consumer}")
 
-
     async def stop() -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
