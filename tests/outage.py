@@ -3,13 +3,15 @@ process started against it, and its heartbeat file read the way a probe reads it
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -85,12 +87,16 @@ def state(env: dict[str, str]) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
+def wait_for(condition: Callable[[], bool], timeout: float, tmp_path: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, log(tmp_path)[-2000:]
+        time.sleep(0.02)
+
+
 def wait_phase(env: dict[str, str], phase: str, timeout: float, tmp_path: Path) -> None:
     """Until the worker's heartbeat file says it is waiting for Redis in `phase`."""
-    deadline = time.monotonic() + timeout
-    while state(env).get("phase") != phase:
-        assert time.monotonic() < deadline, (state(env), log(tmp_path)[-2000:])
-        time.sleep(0.02)
+    wait_for(lambda: state(env).get("phase") == phase, timeout, tmp_path)
 
 
 def health(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -106,3 +112,59 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.kill()
         proc.wait(10)
+
+
+class HangingProxy:
+    """A loopback TCP proxy to a real Redis that can hang: after `hang()` it forwards nothing
+    and answers no new connection, as a Redis host gone while connections stay open."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.hung = threading.Event()
+        self.loop = asyncio.new_event_loop()
+        self.server: asyncio.Server | None = None
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> HangingProxy:
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._serve, "127.0.0.1", 0), self.loop).result(10)
+        self.port = int(self.server.sockets[0].getsockname()[1])
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        async def close() -> None:
+            assert self.server is not None
+            self.server.close()
+            tasks = asyncio.all_tasks() - {asyncio.current_task()}
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    def hang(self) -> None:
+        self.hung.set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream: asyncio.StreamWriter | None = None
+        try:
+            if self.hung.is_set():
+                await asyncio.Event().wait()  # accepted, never answered
+            up_reader, upstream = await asyncio.open_connection("127.0.0.1", self.target_port)
+            await asyncio.gather(self._pump(reader, upstream), self._pump(up_reader, writer),
+                                 return_exceptions=True)
+        finally:
+            writer.close()
+            if upstream is not None:
+                upstream.close()
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        while data := await source.read(65536):
+            if self.hung.is_set():
+                await asyncio.Event().wait()  # hold the connection, forward nothing
+            sink.write(data)
+            await sink.drain()

@@ -13,30 +13,36 @@ from pathlib import Path
 
 import pytest
 from outage import (
+    HangingProxy,
     dropping_port,
     log,
     pid_namespaces_work,
     start_worker,
     start_worker_as_pid_1,
+    state,
     stop,
+    wait_for,
     wait_phase,
     worker_env,
 )
 
 from worker.localredis import free_port
+from worker.stopping import CLOSE_LIMIT
 
 as_pid_1 = pytest.mark.skipif(not pid_namespaces_work(),
                               reason="unshare --pid needs root (CAP_SYS_ADMIN)")
 
 
-def terminate(proc: subprocess.Popen[bytes], pid: int, tmp_path: Path) -> tuple[int, float]:
+def terminate(
+    proc: subprocess.Popen[bytes], pid: int, tmp_path: Path, timeout: float = 5
+) -> tuple[int, float]:
     """SIGTERM `pid`; `proc`'s exit status and how long it took to end."""
     sent = time.monotonic()
     os.kill(pid, signal.SIGTERM)
     try:
-        code = proc.wait(timeout=5)
+        code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"SIGTERM unanswered for 5 s: {log(tmp_path)[-2000:]}")
+        pytest.fail(f"SIGTERM unanswered for {timeout} s: {log(tmp_path)[-2000:]}")
     return code, time.monotonic() - sent
 
 
@@ -97,3 +103,22 @@ def test_sigterm_during_arqs_connect_as_pid_1(tmp_path: Path) -> None:
             stop(proc)
     assert code == 0, log(tmp_path)[-2000:]
     assert took < 2, took
+
+
+
+def test_sigterm_when_redis_hangs_under_a_running_worker(tmp_path: Path, redis_url: str) -> None:
+    """A running worker whose Redis hangs (connections held, nothing answered) ends on SIGTERM
+    within arq's close limit (5 s) and a second more, status 0: arq's close is bounded."""
+    with HangingProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0])) as proxy:
+        env = worker_env(tmp_path, proxy.port, CODEPROV_SHUTDOWN_WAIT="0")
+        proc = start_worker(env, tmp_path)
+        try:
+            wait_for(lambda: state(env).get("state") == "running", 30, tmp_path)
+            proxy.hang()
+            time.sleep(0.5)  # arq's next poll (every 0.02 s) is now waiting for an answer
+            code, took = terminate(proc, proc.pid, tmp_path, timeout=15)
+        finally:
+            stop(proc)
+    assert code == 0, log(tmp_path)[-2000:]
+    assert took < CLOSE_LIMIT + 1, took
+    assert "worker.close_timed_out" in log(tmp_path)

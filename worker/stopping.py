@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 from arq.worker import Worker
 
+from worker.logs import get_logger
+
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 T = TypeVar("T")
 
@@ -74,8 +76,9 @@ class Signals:
         return result
 
     def run_arq(self, loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
-        """`worker.run()`, with arq's close under our handlers: arq's only cancel its main
-        task, which is over by then (a close against a Redis that is gone takes ~40 s)."""
+        """`worker.run()`, with arq's close bounded and under our handlers: arq's only cancel
+        its main task, which is over by then, and a close against a Redis that is gone or hung
+        waits for it (~40 s, or for ever: arq sets no socket timeout)."""
         if self.received is not None:
             raise Stopped(self.received, "connect")
         worker.on_stop = self._arq_stopped
@@ -85,7 +88,19 @@ class Signals:
         except asyncio.CancelledError:
             pass  # arq's own SIGTERM handling cancels its main task
         finally:
-            self.run(loop, worker.close(), "shutdown")
+            self.run(loop, _bounded(worker.close(), CLOSE_LIMIT), "shutdown")
 
     def _arq_stopped(self, signum: signal.Signals) -> None:
         self.by_arq = signum
+
+
+CLOSE_LIMIT = 5.0  # seconds for arq's close (its Redis clean-up, our on_shutdown), after jobs
+
+
+async def _bounded(close: Coroutine[Any, Any, None], limit: float) -> None:
+    """Close, or give up after `limit`: what is left (a worker key, arq's health key) expires."""
+    try:
+        async with asyncio.timeout(limit):
+            await close
+    except TimeoutError:
+        get_logger().warning("worker.close_timed_out", limit_s=limit)
