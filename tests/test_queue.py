@@ -71,3 +71,8 @@ def test_scheduled_rules_for_servers_without_scheduling_fields() -> None:
     assert AccessCode.model_validate({**modern, "is_scheduled_on_device": True}).is_scheduled
     pending = {**modern, "pending_mutations": [{"mutation_code": "creating"}]}
     assert not AccessCode.model_validate({**pending, "is_scheduled_on_device": True}).is_scheduled
+
+
+def test_a_prefixed_reconciler_job_passes_the_allow_list() -> None:
+    """The reconciler's cron job, named `<prefix>:reconcile_stays`, is one of ours."""
+    assert deserialize(job(f="acme:reconcile_stays", k={}))["f"] == "acme:reconcile_stays"
