@@ -34,7 +34,8 @@ def decide(current: StayState | None, tomb: bytes | None, msg: Message, now: dat
         note = f"stale: revision {msg.revision} is not newer than applied {current.revision}"
         return Decision("duplicate", current, note=note, ignored=True)
     if msg.action is Action.CANCEL:
-        if current.cancel_requested:
+        # A cancel whose removal failed (not_removed_in_time) is tried again by a new cancel.
+        if current.cancel_requested and current.state is not Phase.FAILED:
             write = _bump_revision(current, msg)
             return Decision("duplicate", current, write=write, note="already cancelled")
         return Decision("enqueued", current, write=_cancel(current, msg, now))

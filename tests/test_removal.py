@@ -87,3 +87,24 @@ async def test_removal_confirmed_in_time_is_cancelled(redis: Redis, redis_url: s
         await rig.run()
         state = await rig.state("B1")
     assert state.state is Phase.CANCELLED and rig.sandbox.codes_on("lock-1") == []
+
+
+async def test_a_failed_removal_is_tried_again_by_a_new_cancel(
+    redis: Redis, redis_url: str
+) -> None:
+    """After not_removed_in_time, cancelling again removes the code once the lock is back."""
+    async with Rig(redis_url, lock_offline_from(5.0),
+                   overrides={"schedule_deadline": DEADLINE}) as rig:
+        await rig.enqueue(rig.stay("B1"))
+        await rig.run()
+        rig.sandbox.clock.advance(5.0)
+        await cancel_stay(rig.pool, "B1", now=rig.now)
+        await rig.run(timeout=15)
+        assert (await rig.state("B1")).state is Phase.FAILED
+        rig.sandbox.clock.advance(3600)  # the lock is back online
+        again = await cancel_stay(rig.pool, "B1", now=rig.now)
+        await rig.run(timeout=15)
+        state = await rig.state("B1")
+    assert again.result == "enqueued"
+    assert state.state is Phase.CANCELLED
+    assert rig.sandbox.codes_on("lock-1") == []
