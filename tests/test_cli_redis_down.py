@@ -3,11 +3,14 @@ one line naming the (masked) URL, at once for one-shot commands; status 1 keeps 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
+import redis
 
 from bench.cluster import CODEPROV, ROOT
 from worker.localredis import free_port
@@ -56,3 +59,29 @@ def test_metrics_waits_for_redis_then_says_it_is_unreachable() -> None:
     port = free_port()
     done, _ = run(port, "metrics", "--port", str(free_port()))
     assert_one_clear_line(done, port)
+
+
+def test_a_full_redis_answer_never_quotes_the_record(tmp_path: Path) -> None:
+    """A cancel refused for OOM says so in one line without the stay's record (it holds a PIN)."""
+    from worker.localredis import LocalRedis
+
+    server = LocalRedis(directory=str(tmp_path)).start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        state = {"stay": {"booking_id": "B1", "device_id": "lock-1"}, "code": "918273",
+                 "state": "scheduled", "seq": 3, "access_code_id": "ac-1",
+                 "enqueued_at": "2026-12-01T00:00:00+00:00",
+                 "updated_at": "2026-12-01T00:00:00+00:00"}
+        client.set("codeprov:stay:B1", json.dumps(state))
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", "1")  # below what Redis already uses: full
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEPROV_", "SEAM_"))}
+        done = subprocess.run([CODEPROV, "cancel", "B1"], env={**env, "REDIS_URL": server.url},
+                              cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+        client.close()
+    finally:
+        server.cleanup()
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert "OutOfMemoryError" in line or "OOM" in line, line
+    assert "918273" not in done.stderr and "booking_id" not in done.stderr
