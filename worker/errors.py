@@ -17,7 +17,7 @@
             ├── SeamNotFound          404
             └── SeamConflict          409 (e.g. duplicate_access_code: PIN already on the device)
 
-HTTP answers are mapped to this tree in exactly one place, `worker.seam._raise_for_answer`.
+HTTP answers are mapped to this tree in exactly one place, `worker.seam_answers.raise_for_answer`.
 Every SeamError keeps Seam's `seam-request-id` so an operator can quote it to Seam support.
 No message here ever includes the API key: errors are built from status, type and Seam's message.
 """

@@ -28,6 +28,15 @@ from worker.errors import RateLimitWait
 # for all. Returns {status, wait_ms}: {1, wait} granted, every bucket spent (the slot `wait` ms
 # from now is this caller's, and only its); {0, wait} refused by a bucket, nothing spent;
 # {-1, ttl} refused by a penalty (a 429's pause), nothing spent.
+# KEYS: the penalty key. ARGV: the pause in ms. Sets the key for that long unless it already
+# lasts longer. Returns 1 if set, 0 if the existing pause was kept.
+_PENALIZE = """
+if redis.call('PTTL', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+return 1
+"""
+MAX_PENALTY = 3600.0  # seconds: no pause lasts longer, whatever asked for it
+
 _GCRA = """
 local nb = tonumber(ARGV[1])
 local ahead = tonumber(ARGV[2 * nb + 2])
@@ -210,12 +219,10 @@ class Limiter:
 
     async def penalize(self, device_id: str | None, seconds: float) -> None:
         """Pause every worker for this scope (the workspace when device_id is None)."""
-        ms = max(1, int(seconds * 1000))
-        key = self.penalty_key(device_id)
-        # Keep the longer of an existing and a new penalty.
-        current = await self._redis.pttl(key)
-        if current < ms:
-            await self._redis.set(key, b"1", px=ms)
+        ms = max(1, int(min(seconds, MAX_PENALTY) * 1000))
+        # Keep the longer of an existing and a new penalty, in one step: two workers' 429s
+        # answered at once must not let the shorter pause replace the longer.
+        await self._redis.register_script(_PENALIZE)(keys=[self.penalty_key(device_id)], args=[ms])
 
     def penalty_key(self, device_id: str | None) -> str:
         scope = f"device:{device_id}" if device_id else "workspace"

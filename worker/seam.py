@@ -3,47 +3,38 @@
 Why not the official `seam` SDK's AsyncSeam: it retries inside the client (those retries would
 bypass our shared rate limiter), raises its own exception types, and hides `seam-request-id`
 and `Retry-After`. Here every request, retries included, first takes a token from the shared
-limiter, and every error answer is mapped to `worker.errors` in one place.
+limiter, and every answer is read in one place (`worker.seam_answers`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any
 
 import httpx
-from pydantic import ValidationError
 
 from worker.errors import (
-    SeamClientError,
-    SeamConflict,
     SeamConnectionError,
     SeamError,
-    SeamInvalidInput,
     SeamNotFound,
     SeamProtocolError,
     SeamRateLimited,
-    SeamUnauthorized,
-    SeamUnavailable,
-    SeamWorkspaceError,
 )
 from worker.limiter import Limiter, Operation, backoff
 from worker.logs import get_logger
+from worker.seam_answers import (
+    json_body,
+    next_page_cursor,
+    parse,
+    parse_item,
+    raise_for_answer,
+    request_id,
+)
 from worker.seam_models import AccessCode, GeneratedCode
-
-M = TypeVar("M", AccessCode, GeneratedCode)
 
 # How long a 429 on a write pauses the whole workspace (its device waits out all of the pause).
 WRITE_429_PAUSE = 1.0
-
-_BY_STATUS: dict[int, type[SeamClientError]] = {
-    400: SeamInvalidInput,
-    404: SeamNotFound,
-    409: SeamConflict,
-}
 
 
 class SeamClient:
@@ -72,7 +63,7 @@ class SeamClient:
 
     async def generate_code(self, device_id: str) -> GeneratedCode:
         body = await self._call("/access_codes/generate_code", {"device_id": device_id})
-        return _parse(GeneratedCode, body, "generated_code", "/access_codes/generate_code")
+        return parse(GeneratedCode, body, "generated_code", "/access_codes/generate_code")
 
     async def create_access_code(
         self,
@@ -94,11 +85,11 @@ class SeamClient:
         body = await self._call(
             "/access_codes/create", payload, Operation.CREATE, device_id, reserved=reserved
         )
-        return _parse(AccessCode, body, "access_code", "/access_codes/create")
+        return parse(AccessCode, body, "access_code", "/access_codes/create")
 
     async def get_access_code(self, access_code_id: str) -> AccessCode:
         body = await self._call("/access_codes/get", {"access_code_id": access_code_id})
-        return _parse(AccessCode, body, "access_code", "/access_codes/get")
+        return parse(AccessCode, body, "access_code", "/access_codes/get")
 
     async def find_access_code(self, device_id: str, code: str) -> AccessCode | None:
         """The lock's code with this PIN (`/access_codes/get {device_id, code}`), or None.
@@ -110,7 +101,7 @@ class SeamClient:
             body = await self._call(route, {"device_id": device_id, "code": code})
         except SeamNotFound:
             return None
-        found = _parse(AccessCode, body, "access_code", route)
+        found = parse(AccessCode, body, "access_code", route)
         # A server that ignored either filter could answer another code: that is not a match.
         return found if (found.device_id, found.code) == (device_id, code) else None
 
@@ -126,8 +117,8 @@ class SeamClient:
             items = body.get("access_codes")
             if not isinstance(items, list):
                 raise SeamProtocolError("answer lacks the list 'access_codes'", route=route)
-            codes += [_parse_item(AccessCode, item, route) for item in items]
-            cursor = _next_page_cursor(body, route)
+            codes += [parse_item(AccessCode, item, route) for item in items]
+            cursor = next_page_cursor(body, route)
             if cursor is None:
                 break
             if cursor in seen:  # a server that loops would page for ever
@@ -163,19 +154,19 @@ class SeamClient:
             raise SeamConnectionError(
                 f"no answer from Seam: {type(exc).__name__}", route=route
             ) from None
-        body = _json_body(response, route)
+        body = json_body(response, route)
         if response.is_success:
             if body is None:
                 raise SeamProtocolError(
                     "answer is not a JSON object",
                     status=response.status_code,
-                    request_id=_request_id(response),
+                    request_id=request_id(response),
                     route=route,
                 )
             self.answered += 1
             return body
         try:
-            _raise_for_answer(response, body, route)
+            raise_for_answer(response, body, route)
         except SeamRateLimited as exc:
             await self._share_penalty(exc, operation, device_id)
             raise
@@ -205,86 +196,6 @@ class SeamClient:
             pause_s=round(pause, 3),
             seam_request_id=exc.request_id,
         )
-
-
-def _request_id(response: httpx.Response) -> str | None:
-    value: str | None = response.headers.get("seam-request-id")
-    return value
-
-
-def _json_body(response: httpx.Response, route: str) -> dict[str, Any] | None:
-    try:
-        body = json.loads(response.content) if response.content else None
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return body if isinstance(body, dict) else None
-
-
-def _next_page_cursor(body: dict[str, Any], route: str) -> str | None:
-    """The cursor of the next page, or None for the last one (no `pagination`: one page)."""
-    pagination = body.get("pagination")
-    if pagination is None:
-        return None  # Seam's fake does not page
-    if not isinstance(pagination, dict):
-        raise SeamProtocolError("'pagination' is not an object", route=route)
-    if not pagination.get("has_next_page"):
-        return None
-    cursor = pagination.get("next_page_cursor")
-    if not isinstance(cursor, str) or not cursor:
-        raise SeamProtocolError("has_next_page without a next_page_cursor", route=route)
-    return cursor
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP-date: rare for APIs; fall back to our own backoff
-
-
-def _raise_for_answer(response: httpx.Response, body: dict[str, Any] | None, route: str) -> None:
-    """Map one error answer to our exception tree. The only place that does so."""
-    error = body.get("error") if body else None
-    error = error if isinstance(error, dict) else {}
-    status = response.status_code
-    kw: dict[str, Any] = {
-        "status": status,
-        "error_type": str(error.get("type")) if error.get("type") else None,
-        "request_id": _request_id(response),
-        "route": route,
-    }
-    message = str(error.get("message") or response.reason_phrase or "error")[:500]
-    if status == 429:
-        raise SeamRateLimited(message, retry_after=_retry_after(response), **kw)
-    if status >= 500 or status == 408:
-        raise SeamUnavailable(message, **kw)
-    if status in (401, 403):  # the key, not the stay: every request fails until it is fixed
-        raise SeamUnauthorized(f"Seam refused the API key ({status}): check SEAM_API_KEY", **kw)
-    if 300 <= status < 400:  # follow_redirects=False: usually an http:// endpoint
-        host = urlsplit(response.headers.get("location", "")).hostname
-        to = f"https://{host}" if host else "Seam's https:// address"
-        where = f" to {host}" if host else ""
-        raise SeamWorkspaceError(
-            f"Seam answered a redirect{where}: SEAM_ENDPOINT should be {to}", **kw
-        )
-    raise _BY_STATUS.get(status, SeamClientError)(message, **kw)
-
-
-def _parse(model: type[M], body: dict[str, Any], field: str, route: str) -> M:
-    return _parse_item(model, body.get(field), route, field)
-
-
-def _parse_item(model: type[M], item: Any, route: str, field: str = "item") -> M:
-    if not isinstance(item, dict):
-        raise SeamProtocolError(f"answer lacks the object '{field}'", route=route)
-    try:
-        return model.model_validate(item)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise SeamProtocolError(f"unexpected '{field}' shape ({problems})", route=route) from None
 
 
 __all__ = ["SeamClient", "SeamError"]
