@@ -4,6 +4,7 @@ process started against it, and its heartbeat file read the way a probe reads it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -121,6 +122,7 @@ class HangingProxy:
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.hung = threading.Event()
+        self.tasks: set[asyncio.Task[None]] = set()
         self.loop = asyncio.new_event_loop()
         self.server: asyncio.Server | None = None
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -136,10 +138,12 @@ class HangingProxy:
         async def close() -> None:
             assert self.server is not None
             self.server.close()
-            tasks = asyncio.all_tasks() - {asyncio.current_task()}
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Until none is left: a connection accepted meanwhile starts a task of its own.
+            while tasks := {t for t in self.tasks if not t.done()}:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await asyncio.sleep(0.01)  # closed transports finish on the next iterations
 
         asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -149,7 +153,15 @@ class HangingProxy:
     def hang(self) -> None:
         self.hung.set()
 
+    def resume(self) -> None:
+        """Forward new connections again; the ones held while hung stay dead, as after a
+        partition heals (their peer forgot them)."""
+        self.hung.clear()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Held here: asyncio keeps only a weak reference, and a task waiting on nothing else
+        # would be garbage-collected while pending (its sockets left unclosed).
+        self.tasks.add(asyncio.current_task())  # type: ignore[arg-type]
         upstream: asyncio.StreamWriter | None = None
         try:
             if self.hung.is_set():
@@ -158,9 +170,11 @@ class HangingProxy:
             await asyncio.gather(self._pump(reader, upstream), self._pump(up_reader, writer),
                                  return_exceptions=True)
         finally:
-            writer.close()
-            if upstream is not None:
-                upstream.close()
+            for side in (writer, upstream):
+                if side is not None:
+                    side.close()
+                    with contextlib.suppress(Exception):  # closed: let the transport finish
+                        await side.wait_closed()
 
     async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
         while data := await source.read(65536):

@@ -66,7 +66,9 @@ def _serve(settings: Settings, burst: bool, signals: Signals, process: liveness.
                 process.enter(liveness.DRAINING)
                 signals.run(loop, drain_intake(settings), "intake")
             process.enter(liveness.WAITING, phase="connect")  # until the heartbeat starts
-            worker = make_worker(settings, burst=burst, orphaned=orphaned, running=running)
+            pool = signals.run(loop, connect(settings), "connect")  # its reads are bounded
+            worker = make_worker(settings, burst=burst, orphaned=orphaned, running=running,
+                                 redis_pool=pool)
             signals.run_arq(loop, worker)
             if signals.by_arq is None and burst and settings.intake and _on_new_loop(
                 signals, _intake_has_entries(settings), "intake"

@@ -123,17 +123,32 @@ async def connect(settings: Settings, *, retries: int | None = None) -> ArqRedis
         once = dataclasses.replace(once, retry=None, retry_on_error=None, retry_on_timeout=False)
     for attempt in range(retries + 1):
         try:
-            return await create_pool(
+            pool = await create_pool(
                 once,
                 job_serializer=serialize,
                 job_deserializer=deserialize,
                 default_queue_name=settings.queue_name,
             )
+            return await _bound_reads(pool, settings.redis_timeout)
         except (TimeoutError, RedisError, OSError) as exc:
             if attempt == retries or refusal(exc) is not None:
                 raise
             await asyncio.sleep(rs.conn_retry_delay)
     raise AssertionError("unreachable")
+
+
+async def _bound_reads(pool: ArqRedis, seconds: float) -> ArqRedis:
+    """Every read on `pool` fails after `seconds` instead of waiting for ever.
+
+    arq gives redis-py no socket_timeout, so a Redis that stops answering while our connections
+    stay open (its host gone, a network partition: no FIN, no RST) hung every read for ever and
+    the worker never noticed. The connection of arq's first PING was made before the bound:
+    it is closed, and the pool makes bounded ones from here on.
+    """
+    pool.connection_pool.connection_kwargs["socket_timeout"] = seconds
+    await pool.connection_pool.disconnect()
+    pool.connection_pool.reset()  # type: ignore[no-untyped-call]
+    return pool
 
 
 REFUSED_CREDENTIALS = (

@@ -206,8 +206,12 @@ def make_worker(
     limiter_factory: LimiterFactory = shared_limiter,
     orphaned: Sequence[str] = (),
     running: set[str] | None = None,
+    redis_pool: ArqRedis | None = None,
 ) -> Worker:
-    """An arq Worker for codeprov; `seam_transport` lets tests and the demo run the sandbox."""
+    """An arq Worker for codeprov; `seam_transport` lets tests and the demo run the sandbox.
+
+    `redis_pool`: one from `worker.queue.connect` (reads bounded); else arq connects itself.
+    """
     stack = AsyncExitStack()
 
     async def startup(ctx: dict[str, Any]) -> None:
@@ -267,6 +271,7 @@ def make_worker(
         on_shutdown=shutdown,
         on_job_start=job_started,
         after_job_end=job_recorded,
+        redis_pool=redis_pool,
         **worker_options(settings, burst=burst, poll_delay=poll_delay,
                          handle_signals=handle_signals),
     )

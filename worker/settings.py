@@ -25,6 +25,8 @@ class Settings(BaseSettings):
 
     redis_url: str = Field(DEFAULT_REDIS_URL, validation_alias="REDIS_URL")
     redis_tls_ca: FilePath | None = None  # a private CA's PEM bundle, for rediss://
+    # A read Redis does not answer in this long fails (then redis-py retries): intake blocks 1 s.
+    redis_timeout: float = Field(10.0, ge=2.0, le=300)
     seam_api_key: SecretStr = Field(SecretStr(""), validation_alias="SEAM_API_KEY")
     seam_endpoint: str = Field(SEAM_PRODUCTION, validation_alias="SEAM_ENDPOINT")
 
