@@ -31,17 +31,23 @@ def named(logs: Logs, event: str) -> Logs:
     return [e for e in logs if e["event"] == event]
 
 
+async def cancel_while_offline(rig: Rig) -> str | None:
+    """B1 scheduled on lock-1, the lock goes offline, B1 is cancelled: its code id."""
+    await rig.enqueue(rig.stay("B1"))
+    await rig.run()
+    code_id = (await rig.state("B1")).access_code_id
+    rig.sandbox.clock.advance(5.0)  # the lock is offline from here on
+    await cancel_stay(rig.pool, "B1", now=rig.now)
+    return code_id
+
+
 async def test_unconfirmed_removal_fails_not_removed_in_time(
     redis: Redis, redis_url: str
 ) -> None:
     """A delete the lock never confirms: failed not_removed_in_time naming the code, no polling."""
     async with Rig(redis_url, lock_offline_from(5.0),
                    overrides={"schedule_deadline": DEADLINE}) as rig:
-        await rig.enqueue(rig.stay("B1"))
-        await rig.run()
-        code_id = (await rig.state("B1")).access_code_id
-        rig.sandbox.clock.advance(5.0)  # the lock is offline from here on
-        await cancel_stay(rig.pool, "B1", now=rig.now)
+        code_id = await cancel_while_offline(rig)
         await rig.run(timeout=15)  # burst: returns once nothing is queued any more
         state = await rig.state("B1")
         queued = await rig.pool.zcard(rig.settings.queue_name)
@@ -62,11 +68,7 @@ async def test_unconfirmed_removal_logs_its_errors_and_warns_once(
     """While removing: error.added once for the lock's error, one removal_at_risk before failing."""
     async with Rig(redis_url, lock_offline_from(5.0),
                    overrides={"schedule_deadline": DEADLINE}) as rig:
-        await rig.enqueue(rig.stay("B1"))
-        await rig.run()
-        code_id = (await rig.state("B1")).access_code_id
-        rig.sandbox.clock.advance(5.0)
-        await cancel_stay(rig.pool, "B1", now=rig.now)
+        code_id = await cancel_while_offline(rig)
         with capture_logs() as logs:
             await rig.run(timeout=15)
     [added] = named(logs, "access_code.error.added")
@@ -95,10 +97,7 @@ async def test_a_failed_removal_is_tried_again_by_a_new_cancel(
     """After not_removed_in_time, cancelling again removes the code once the lock is back."""
     async with Rig(redis_url, lock_offline_from(5.0),
                    overrides={"schedule_deadline": DEADLINE}) as rig:
-        await rig.enqueue(rig.stay("B1"))
-        await rig.run()
-        rig.sandbox.clock.advance(5.0)
-        await cancel_stay(rig.pool, "B1", now=rig.now)
+        await cancel_while_offline(rig)
         await rig.run(timeout=15)
         assert (await rig.state("B1")).state is Phase.FAILED
         rig.sandbox.clock.advance(3600)  # the lock is back online
