@@ -10,6 +10,9 @@ Keys (prefix `codeprov`, configurable):
   cancel's revision (or nothing), so a late provision message is ignored. Expires after 90 days.
 - `codeprov:stays`: a sorted set of booking ids not yet final, scored by their next due time
   (for `codeprov stats` and the reconciler).
+- `codeprov:code:{access_code_id}`: the booking id of the stay holding that code (expires with
+  the record), and `codeprov:device:{device_id}`: a set of the lock's stays not yet final. Both
+  written by `commit`; Seam's events find their stay through them (jobs/events.py).
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ from jobs.payload import Stay, describe
 from jobs.records import Applied, CodeRef, Failure, Phase, Slot, result_entry
 from worker.errors import InvalidInput
 
-__all__ = ["Applied", "CodeRef", "Failure", "Phase", "Slot", "StayState", "StayStore"]
+__all__ = [
+    "Applied", "CodeRef", "Failure", "Phase", "Slot", "StayState", "StayStore", "code_index_key",
+    "device_index_key",
+]
 
 RETENTION_AFTER_END = timedelta(days=30)
 URGENT_WITHIN = timedelta(hours=24)
@@ -131,7 +137,10 @@ class StayStore:
         The revision only moves forward: a message may have recorded a newer one at this seq
         (a duplicate with a newer revision), which this write takes over instead of undoing.
         """
-        keys = [self.key(state.booking_id), self.index_key, self.results_key]
+        keys = [self.key(state.booking_id), self.index_key, self.results_key,
+                device_index_key(self.prefix, state.stay.device_id)]
+        if state.access_code_id is not None:
+            keys.append(code_index_key(self.prefix, state.access_code_id))
         while (done := await self._commit(keys=keys, args=self._args(state, expected_seq))) == 2:
             stored = await self.get(state.booking_id)
             if stored is None or stored.seq != expected_seq:
@@ -173,12 +182,14 @@ class StayStore:
             pipe.zadd(self.index_key, {state.booking_id: _due(state)})
 
 
-# KEYS: record, index, results. ARGV: expected seq, record JSON, EXAT ('' for none), booking id,
-# index score ('' when final: leave the index), the record's revision ('' for none), then for an
-# outcome the stream's MAXLEN and its field/value pairs. Returns 1 written, 0 the record is gone
-# or at another seq, -1 it is not JSON, 2 the stored revision is newer than the one written (the
-# caller takes it over and retries). cjson reads numbers as doubles: exact up to 2^53, which
-# `payload.MAX_REVISION` keeps revisions within.
+# KEYS: record, index, results, the lock's stays (a set: the booking id is added while not
+# final, removed once final), and the code's index key when the record holds an access_code_id
+# (set to the booking id, with the record's expiry). ARGV: expected seq, record JSON, EXAT ('' for
+# none), booking id, index score ('' when final: leave the index), the record's revision ('' for
+# none), then for an outcome the stream's MAXLEN and its field/value pairs. Returns 1 written, 0
+# the record is gone or at another seq, -1 it is not JSON, 2 the stored revision is newer than
+# the one written (the caller takes it over and retries). cjson reads numbers as doubles: exact
+# up to 2^53, which `payload.MAX_REVISION` keeps revisions within.
 _COMMIT = """
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
@@ -194,14 +205,33 @@ else
 end
 if ARGV[5] == '' then
   redis.call('ZREM', KEYS[2], ARGV[4])
+  redis.call('SREM', KEYS[4], ARGV[4])
 else
   redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
+  redis.call('SADD', KEYS[4], ARGV[4])
+end
+if KEYS[5] then
+  if ARGV[3] == '' then
+    redis.call('SET', KEYS[5], ARGV[4])
+  else
+    redis.call('SET', KEYS[5], ARGV[4], 'EXAT', ARGV[3])
+  end
 end
 if #ARGV > 7 then
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', unpack(ARGV, 8))
 end
 return 1
 """
+
+
+def code_index_key(prefix: str, access_code_id: str) -> str:
+    """Which stay holds a Seam access code: its booking id."""
+    return f"{prefix}:code:{access_code_id}"
+
+
+def device_index_key(prefix: str, device_id: str) -> str:
+    """The stays of one lock that are not final: a set of booking ids."""
+    return f"{prefix}:device:{device_id}"
 
 
 def _due(state: StayState) -> float:

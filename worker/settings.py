@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     redis_timeout: float = Field(10.0, ge=2.0, le=300)
     seam_api_key: SecretStr = Field(SecretStr(""), validation_alias="SEAM_API_KEY")
     seam_endpoint: str = Field(SEAM_PRODUCTION, validation_alias="SEAM_ENDPOINT")
+    # The `whsec_...` secret Seam shows when the webhook is created: `codeprov webhook` only.
+    seam_webhook_secret: SecretStr = Field(SecretStr(""), validation_alias="SEAM_WEBHOOK_SECRET")
 
     key_prefix: str = Field("codeprov", min_length=1)
     queue_name: str = ""  # default `<key_prefix>:queue`: two deployments never share a queue

@@ -1,0 +1,217 @@
+"""What a Seam event does to a stay: recorded once, mapped to its stay, and the stay woken.
+
+One path for every way an event comes in (the webhook receiver now, the events feed later):
+`Events.take`. An event is de-duplicated by its `event_id` across receivers and restarts, found
+its stay through the indexes `StayStore.commit` writes (`{prefix}:code:{access_code_id}`, and
+`{prefix}:device:{device_id}` for a lock's events), and wakes that stay: the stay's next check,
+already in arq's queue with a later score, is moved to now. Nothing else: the check that runs
+then reads the code from Seam and logs what changed, against the stored snapshot as today.
+
+Keys: `{prefix}:event:{event_id}` (a short summary, no PIN; kept 7 days, longer than Svix's
+retries span), `{prefix}:events:counts` (a hash of counters, for `stats` and `/metrics`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis.asyncio import Redis
+
+from jobs.state import code_index_key, device_index_key
+
+__all__ = [
+    "CODE_EVENTS", "DEVICE_EVENTS", "Events", "Outcome", "SeamEvent", "parse_event", "read_counts",
+]
+
+DEDUP_SECONDS = 7 * 24 * 3600  # Svix retries for ~28 h; the feed overlaps by minutes
+COUNTS = "events:counts"
+# The access-code events that may change what a check of the code finds (SEAM-API.md, Events).
+CODE_EVENTS = frozenset(
+    f"access_code.{name}"
+    for name in (
+        "created", "changed", "name_changed", "code_changed", "time_frame_changed",
+        "mutations_requested", "scheduled_on_device", "set_on_device", "removed_from_device",
+        "delay_in_setting_on_device", "failed_to_set_on_device", "delay_in_removing_from_device",
+        "failed_to_remove_from_device", "deleted", "modified_external_to_seam",
+        "deleted_external_to_seam", "backup_access_code_pulled", "issued", "delay_in_issuing",
+        "failed_to_issue", "failed_to_update", "failed_to_expire",
+    )
+)
+DEVICE_EVENTS = frozenset({"device.disconnected", "device.connected"})
+
+
+class SeamEvent(BaseModel):
+    """The fields of an event we route by; the rest (a PIN in `code`, errors) is not kept."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    event_id: str = Field(min_length=1, max_length=200)
+    event_type: str = Field(min_length=1, max_length=200)
+    access_code_id: str | None = Field(None, max_length=200)
+    device_id: str | None = Field(None, max_length=200)
+    occurred_at: str | None = Field(None, max_length=64)
+
+
+def parse_event(body: bytes | str) -> SeamEvent | None:
+    """A Seam event, or None for anything else (not JSON, not an object, no id or type)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    if not isinstance(data, dict):
+        return None
+    try:
+        return SeamEvent.model_validate(data)
+    except ValidationError:
+        return None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an event did: `kind` is also its counter's name in `{prefix}:events:counts`."""
+
+    kind: str  # taken | duplicate | ignored_unmanaged | ignored_type | ignored_not_event
+    stays: tuple[str, ...] = ()  # the stays it concerns (ours)
+    woken: tuple[str, ...] = ()  # those whose queued check it moved to now
+
+
+# One call per event. KEYS: the event's de-dup key, the counts hash, the index to look in (the
+# code's booking id, or the lock's set of stays), arq's queue. ARGV: de-dup TTL s, the summary
+# to keep, the key prefix, now in ms (arq's scores), 'code' or 'device', the access code or
+# device id. Returns {0} a duplicate (nothing else done), {1} no stay of ours holds it, or {2,
+# booking ids woken, booking ids concerned}. Stay records and job ids are read by name from the
+# index's booking ids (not declared in KEYS: fine on one Redis or Sentinel, not on a Cluster).
+# A stay is woken only if its next job `<prefix>:<booking_id>:<seq>` is queued with a later
+# score: moved to now, never added (a stay that is final, running or already due is left).
+_DUP, _UNMANAGED, _TAKEN = 0, 1, 2
+_TAKE = """
+redis.call('HINCRBY', KEYS[2], 'received', 1)
+if not redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[1]) then
+  redis.call('HINCRBY', KEYS[2], 'duplicate', 1)
+  return {0}
+end
+local ids
+if ARGV[5] == 'code' then
+  local id = redis.call('GET', KEYS[3])
+  ids = id and {id} or {}
+else
+  ids = redis.call('SMEMBERS', KEYS[3])
+end
+local function holds(doc)
+  local field, current = 'device_id', doc['stay']['device_id']
+  if ARGV[5] == 'code' then field, current = 'access_code_id', doc['access_code_id'] end
+  if current == ARGV[6] then return true end
+  if type(doc['to_delete']) == 'table' then
+    for _, ref in ipairs(doc['to_delete']) do
+      if type(ref) == 'table' and ref[field] == ARGV[6] then return true end
+    end
+  end
+  return false
+end
+local woken, seen = {}, {}
+for _, id in ipairs(ids) do
+  local raw = redis.call('GET', ARGV[3] .. ':stay:' .. id)
+  local ok, doc = false, nil
+  if raw then ok, doc = pcall(cjson.decode, raw) end
+  if ok and type(doc) == 'table' and type(doc['stay']) == 'table' and holds(doc) then
+    seen[#seen + 1] = id
+    local phase = doc['state']
+    if phase == 'scheduled' or phase == 'failed' or phase == 'cancelled' then
+      redis.call('HINCRBY', KEYS[2], 'stays_final', 1)
+    else
+      local job = ARGV[3] .. ':' .. id .. ':' .. tostring(doc['seq'])
+      local score = redis.call('ZSCORE', KEYS[4], job)
+      if not score then
+        redis.call('HINCRBY', KEYS[2], 'stays_not_queued', 1)
+      elseif tonumber(score) <= tonumber(ARGV[4]) then
+        redis.call('HINCRBY', KEYS[2], 'stays_due', 1)
+      else
+        redis.call('ZADD', KEYS[4], 'XX', ARGV[4], job)
+        redis.call('HINCRBY', KEYS[2], 'stays_woken', 1)
+        woken[#woken + 1] = id
+      end
+    end
+  elseif ARGV[5] == 'device' then
+    redis.call('SREM', KEYS[3], id)
+  end
+end
+if #seen == 0 then
+  redis.call('HINCRBY', KEYS[2], 'ignored_unmanaged', 1)
+  return {1}
+end
+redis.call('HINCRBY', KEYS[2], 'taken', 1)
+return {2, woken, seen}
+"""
+
+
+class Events:
+    """The event path of one deployment: its key prefix and arq queue."""
+
+    def __init__(self, redis: Redis, prefix: str, queue: str) -> None:
+        self.redis, self.prefix, self.queue = redis, prefix, queue
+        self.counts_key = f"{prefix}:{COUNTS}"
+        self._take = redis.register_script(_TAKE)
+
+    async def take(self, event: SeamEvent, *, now_ms: int | None = None) -> Outcome:
+        """Record `event` once and wake the stays it concerns (see the module docstring)."""
+        routed = _route(event)
+        if routed is None:
+            await self.count("received", "ignored_type")
+            return Outcome("ignored_type")
+        mode, key_id = routed
+        index = (
+            code_index_key(self.prefix, key_id)
+            if mode == "code"
+            else device_index_key(self.prefix, key_id)
+        )
+        keys = [f"{self.prefix}:event:{event.event_id}", self.counts_key, index, self.queue]
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms  # arq's clock: wall time
+        args: list[str | int] = [DEDUP_SECONDS, _summary(event), self.prefix, now_ms, mode, key_id]
+        found = await self._take(keys=keys, args=args)
+        if found[0] == _DUP:
+            return Outcome("duplicate")
+        if found[0] == _UNMANAGED:
+            return Outcome("ignored_unmanaged")
+        return Outcome("taken", stays=_texts(found[2]), woken=_texts(found[1]))
+
+    async def count(self, *fields: str) -> None:
+        """Add one to each counter (an event the path never saw: the receiver's rejections)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in fields:
+                pipe.hincrby(self.counts_key, name, 1)
+            await pipe.execute()
+
+
+async def read_counts(redis: Redis, prefix: str) -> dict[str, int]:
+    """The event counters, by name (empty before the first event)."""
+    raw = await redis.hgetall(f"{prefix}:{COUNTS}")  # type: ignore[misc]
+    return {_text(k): int(v) for k, v in sorted(raw.items())}
+
+
+def _route(event: SeamEvent) -> tuple[str, str] | None:
+    """Which index finds the event's stays: ('code', id), ('device', id), or None to ignore.
+
+    `connected_account.disconnected` names no lock, and we keep no index by account: ignored
+    here (Seam also reports each of the account's locks `device.disconnected`).
+    """
+    if event.event_type in CODE_EVENTS and event.access_code_id:
+        return "code", event.access_code_id
+    if event.event_type in DEVICE_EVENTS and event.device_id:
+        return "device", event.device_id
+    return None
+
+
+def _summary(event: SeamEvent) -> str:
+    """What is kept of the event: its routing fields, never its PIN."""
+    kept = event.model_dump(exclude={"event_id"}, exclude_none=True)
+    return json.dumps(kept, separators=(",", ":"))
+
+
+def _texts(values: list[bytes | str]) -> tuple[str, ...]:
+    return tuple(_text(v) for v in values)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
