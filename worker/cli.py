@@ -43,7 +43,8 @@ def _configure_logging(settings: Settings, stream: IO[str] | None = None) -> Non
     configure(
         fmt=settings.log_format,
         level=settings.log_level,
-        secrets=[settings.seam_api_key.get_secret_value(), *url_secrets(settings.redis_url)],
+        secrets=[settings.seam_api_key.get_secret_value(), *url_secrets(settings.redis_url),
+                 settings.seam_webhook_secret.get_secret_value()],
         show_pins=settings.log_pins,
         stream=stream or sys.stdout,
     )
@@ -338,6 +339,22 @@ def metrics(host: str, port: int, stays_every: float) -> None:
     _configure_logging(settings)
     # A service: it waits out a Redis still starting (arq's retries), then says why it stops.
     with_redis(settings, lambda: serve_metrics(settings, host, port, stays_every), patient=True)
+
+
+@main.command()
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", default=8788, show_default=True, type=int)
+def webhook(host: str, port: int) -> None:
+    """Serve POST /webhooks/seam (Seam's signed events wake their stays) and GET /healthz."""
+    from worker.webhook import secret_problem, serve_webhooks
+
+    settings = load_settings()
+    problem = secret_problem(settings.seam_webhook_secret.get_secret_value())
+    if problem:
+        click.echo(f"codeprov: {problem}", err=True)
+        sys.exit(2)
+    _configure_logging(settings)
+    with_redis(settings, lambda: serve_webhooks(settings, host, port), patient=True)
 
 
 if __name__ == "__main__":
