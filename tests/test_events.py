@@ -216,3 +216,13 @@ def test_summary_keeps_no_pin() -> None:
     parsed = parse_event(b'{"event_id":"e","event_type":"access_code.set_on_device","code":"1234"}')
     assert parsed is not None
     assert "1234" not in parsed.model_dump_json()
+
+
+async def test_stats_show_the_event_counters(redis: Redis, redis_url: str) -> None:
+    """`codeprov stats` and /metrics carry the event counters by name."""
+    from worker.stats import collect, render_prometheus
+
+    await Events(redis, "codeprov", QUEUE).take(event("e1", access_code_id="ac_none"))
+    snapshot = await collect(redis, Settings(redis_url=redis_url))
+    assert snapshot.as_dict()["events"] == {"ignored_unmanaged": 1, "received": 1}
+    assert 'codeprov_events_total{outcome="ignored_unmanaged"} 1' in render_prometheus(snapshot)

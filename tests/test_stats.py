@@ -137,6 +137,7 @@ def test_json_shape_is_the_contract() -> None:
         "stays",
         "workers_alive",
         "seam_workspace_down",
+        "events",
         "queue",
         "at",
     }

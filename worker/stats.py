@@ -18,7 +18,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from jobs.events import read_counts
 from jobs.state import Phase
 from jobs.workspace import workspace_down
 from worker.health import count_alive
@@ -49,6 +50,7 @@ class Stats:
     workers_alive: int
     stays: dict[str, int]
     seam_workspace_down: str | None = None  # the outage's error (jobs/workspace.py), if any
+    events: dict[str, int] = field(default_factory=dict)  # Seam events' counters (jobs/events.py)
 
     def as_dict(self) -> dict[str, Any]:
         """The `codeprov stats --json` shape: a contract, keep the field names."""
@@ -59,6 +61,7 @@ class Stats:
             "stays": dict(self.stays),
             "workers_alive": self.workers_alive,
             "seam_workspace_down": self.seam_workspace_down,
+            "events": dict(self.events),
             "queue": self.queue,
             "at": self.at.isoformat(),
         }
@@ -119,6 +122,7 @@ async def collect(
         workers_alive=await count_alive(redis, settings.key_prefix, now.timestamp()),
         seam_workspace_down=await workspace_down(redis, settings.key_prefix),
         stays=stays if stays is not None else await count_stays(redis, settings.key_prefix),
+        events=await read_counts(redis, settings.key_prefix),
     )
 
 
@@ -133,6 +137,7 @@ def render_table(stats: Stats) -> str:
          else "ok"),
     ]
     rows += [(f"stays {state}", n) for state, n in stats.stays.items()]
+    rows += [(f"events {name}", n) for name, n in stats.events.items()]
     rows.append(("at", stats.at.isoformat(timespec="seconds")))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
@@ -170,6 +175,9 @@ def render_prometheus(stats: Stats) -> str:
             f"{name}{{{labels}}} {value}" if labels else f"{name} {value}"
             for labels, value in samples
         ]
+    name = "codeprov_events_total"  # counters since the first event, across all receivers
+    lines += [f"# HELP {name} Seam events by outcome (jobs/events.py).", f"# TYPE {name} counter"]
+    lines += [f'{name}{{outcome="{_label(k)}"}} {n}' for k, n in stats.events.items()]
     return "\n".join(lines) + "\n"
 
 
