@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from seam_sandbox import handlers
+from seam_sandbox import event_routes, handlers
 from seam_sandbox.errors import DroppedConnection, SeamError
 from seam_sandbox.faults import Chaos
 from seam_sandbox.ratelimit import RateLimiter
@@ -35,9 +35,14 @@ READ_ROUTES = frozenset(
         "/devices/list",
         "/devices/get",
     }
+    | event_routes.READ_ROUTES
 )
-WRITE_ROUTES = frozenset({"/access_codes/create", "/access_codes/update", "/access_codes/delete"})
-LIST_PARAMS = frozenset({"access_code_ids", "device_ids"})
+WRITE_ROUTES = (
+    frozenset({"/access_codes/create", "/access_codes/update", "/access_codes/delete"})
+    | event_routes.WRITE_ROUTES
+)
+LIST_PARAMS = frozenset({"access_code_ids", "device_ids"}) | event_routes.LIST_PARAMS
+ROUTES = handlers.ROUTES | event_routes.ROUTES
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -109,7 +114,8 @@ class SeamApp:
         delay = self.chaos.delay(route, self._device_hint(params))
         if delay:
             await anyio.sleep(delay)
-        body = handlers.ROUTES[route](self.state, self.limiter, params)
+        self.state.events.sync(self.state.now())  # events due by now exist before any answer
+        body = ROUTES[route](self.state, self.limiter, params)
         _link_next_page(request, params, body)
         return JSONResponse(body | {"ok": True})
 

@@ -86,6 +86,9 @@ class DeviceFaults:
 
     spec: DeviceSpec
     _used: dict[int, int] = field(default_factory=dict)
+    # Offline windows opened by `Sandbox.take_offline` (not the scenario's): shown on the device
+    # and its codes, but they do not re-plan programming already computed.
+    outside: list[Fault] = field(default_factory=list)
 
     def _take(self, index: int, fault: Fault) -> bool:
         used = self._used.get(index, 0)
@@ -112,7 +115,8 @@ class DeviceFaults:
         return finish_time(begin, latency, self.spec.faults)
 
     def offline(self, now: float) -> list[Fault]:
-        return [f for f in self.spec.faults if f.kind == "device_offline" and f.active(now)]
+        planned = [f for f in self.spec.faults if f.kind == "device_offline" and f.active(now)]
+        return planned + [f for f in self.outside if f.active(now)]
 
     def issues(self, now: float, pending: bool, tl: Timeline) -> tuple[list[Any], list[Any]]:
         """Errors and warnings a code shows at `now`; `pending` = its creation is under way."""

@@ -172,6 +172,34 @@ class Drop(_Model):
     when: Literal["before", "after"] = "before"
 
 
+WebhookFaultKind = Literal["dropped", "duplicated", "late", "out_of_order", "endpoint_down"]
+
+
+class WebhookFault(_Model):
+    """A webhook delivery fault on events occurring in [start, start + duration) (sandbox s).
+
+    `dropped`: never delivered. `duplicated`: delivered twice with the same svix-id. `late`: the
+    first attempt `delay` seconds after the event. `out_of_order`: runs of `window` events (or
+    fewer, after `hold` s) are sent in a seeded shuffled order. `endpoint_down`: every attempt
+    due in the window fails as a refused connection, so Svix's retry schedule runs. `dropped`,
+    `duplicated`, `late` hit every `every_nth` matching event (default: every one).
+    `event_types`: the types it applies to (default: all).
+    """
+
+    kind: WebhookFaultKind
+    start: float = Field(default=0.0, ge=0)
+    duration: float | None = Field(default=None, gt=0)
+    event_types: list[str] | None = None
+    every_nth: int | None = Field(default=None, ge=1)
+    delay: float = Field(default=0.0, ge=0)
+    window: int = Field(default=3, ge=2, le=1000)
+    hold: float = Field(default=60.0, gt=0)
+
+    def active(self, t: float, event_type: str) -> bool:
+        in_window = self.start <= t and (self.duration is None or t < self.start + self.duration)
+        return in_window and (self.event_types is None or event_type in self.event_types)
+
+
 class Scenario(_Model):
     devices: list[DeviceSpec] = []
     device_count: int = Field(default=3, ge=0)
@@ -188,6 +216,7 @@ class Scenario(_Model):
     outages: list[Outage] = []
     slow: list[Slow] = []
     drops: list[Drop] = []
+    webhook_faults: list[WebhookFault] = []
 
     @model_validator(mode="after")
     def _unique_devices(self) -> Scenario:

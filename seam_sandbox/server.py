@@ -64,6 +64,8 @@ async def _serve(sandbox: Sandbox, host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, setattr, server, "should_exit", True)
+    # Webhooks are delivered from this loop, next to the API.
+    delivery = asyncio.create_task(sandbox.deliver_forever())
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -78,4 +80,9 @@ async def _serve(sandbox: Sandbox, host: str, port: int) -> None:
     }
     sys.stdout.write(json.dumps(line) + "\n")
     sys.stdout.flush()
-    await task
+    try:
+        await task
+    finally:
+        delivery.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await delivery

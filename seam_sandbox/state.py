@@ -24,9 +24,11 @@ from seam_sandbox.clock import SandboxClock
 from seam_sandbox.codes import AccessCode, Mutation
 from seam_sandbox.errors import SeamError, access_code_not_found, device_not_found
 from seam_sandbox.errors import duplicate_access_code as duplicate
+from seam_sandbox.events import EventLog, snapshot
 from seam_sandbox.faults import DeviceFaults, Timeline, issue
 from seam_sandbox.scenario import DeviceSpec, Scenario
 from seam_sandbox.validation import CreateInput, UpdateInput
+from seam_sandbox.webhooks import WebhookRegistry
 
 _JUST_IN_TIME_LEAD_HOURS = 1.0  # prefer_native_scheduling=false: Seam loads ~60 min ahead
 
@@ -50,6 +52,9 @@ class SandboxState:
         self._ids = random.Random(f"{seed}:ids")
         self._pins = random.Random(f"{seed}:pins")
         self._latency = random.Random(f"{seed}:latency")
+        faults = {d: device.faults for d, device in self.devices.items()}
+        self.events = EventLog(scenario.workspace_id, self.timeline, faults, seed)
+        self.webhooks = WebhookRegistry(seed)
 
     # -- reading ---------------------------------------------------------------------------
     def now(self) -> float:
@@ -182,6 +187,8 @@ class SandboxState:
         )
         self._store(code)
         self.created_total += 1
+        self.events.record(now, "access_code.created", code)
+        self.events.plan(code, now)
         return code
 
     def ordinal(self, code: AccessCode) -> int:
@@ -194,7 +201,12 @@ class SandboxState:
         self._codes_by_device[code.device_id][code.access_code_id] = code
 
     def update(self, code: AccessCode, req: UpdateInput) -> None:
-        now = self.now()
+        now, before = self.now(), snapshot(code)
+        self._apply_update(code, req, now)
+        self.events.updated(code, before, now, outside=False)
+        self.events.plan(code, now)
+
+    def _apply_update(self, code: AccessCode, req: UpdateInput, now: float) -> None:
         if req.code is not None and req.code != code.code:
             if any(c.code == req.code for c in self.live_codes(code.device_id)):
                 raise duplicate(code.device_id)
@@ -211,7 +223,9 @@ class SandboxState:
 
     def delete(self, code: AccessCode) -> None:
         if code.deleted_at is None:
-            code.deleted_at = self._mutate(code, "deleting", self.now())
+            now = self.now()
+            code.deleted_at = self._mutate(code, "deleting", now)
+            self.events.plan(code, now)
 
     def _mutate(self, code: AccessCode, mutation_code: str, now: float) -> float:
         faults = self.devices[code.device_id].faults
