@@ -159,7 +159,8 @@ class EventLog:
                 (fault.start, "disconnected"),
                 (fault.start + fault.duration, "connected"),
             ):
-                entry = (at, next(self._seq), subject, 0, f"device.{kind}", f"{kind}:{fault.code}:{i}")
+                key = f"{kind}:{fault.code}:{i}"
+                entry = (at, next(self._seq), subject, 0, f"device.{kind}", key)
                 heapq.heappush(self._heap, entry)
 
     def _device_fields(self, subject: str, key: str, at: float) -> Event:
