@@ -31,6 +31,9 @@ Models (all pydantic, in `seam_sandbox.scenario`; times in sandbox seconds from 
 - `Outage(start, duration, routes, status=503, body="empty"|"seam")`,
   `Slow(seconds, routes, devices)` (real seconds), `Drop(probability, every_nth, routes,
   when="before"|"after")`.
+- `WebhookFault(kind="dropped"|"duplicated"|"late"|"out_of_order"|"endpoint_down", start=0,
+  duration=None, event_types=None, every_nth=None, delay=0, window=3, hold=60)` in
+  `Scenario.webhook_faults` (README: Webhooks).
 
 Scenario time (latencies, fault windows, the scheduling lead, starts_at/ends_at) runs on the
 `SandboxClock`; rate limits and the peak-rate accounting run on real monotonic time.
