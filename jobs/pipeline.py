@@ -37,7 +37,8 @@ __all__ = ["JobInfo", "StayBusy", "advance_stay"]
 # (another seq, or final: no lock taken), {_BUSY} (another step holds the lock), or {_LOCKED,
 # record, the lock's learned time, the workspace's, 1 if the workspace is down else 0} with the
 # lock taken. A record that is not JSON comes back as stale, for
-# the caller's parser to name what is wrong with it.
+# the caller's parser to name what is wrong with it. The lock is this job's if it already holds
+# its id: redis-py resends a script after a timeout, and the first run may have taken it.
 _ORPHANED, _STALE, _BUSY, _LOCKED = 0, 1, 2, 3
 _BEGIN = """
 local raw = redis.call('GET', KEYS[1])
@@ -49,7 +50,10 @@ if tonumber(doc['seq']) ~= tonumber(ARGV[1]) or phase == 'scheduled' or phase ==
     or phase == 'cancelled' then
   return {1, raw}
 end
-if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {2} end
+if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3])
+    and redis.call('GET', KEYS[2]) ~= ARGV[2] then
+  return {2}
+end
 local learned = redis.call('HMGET', KEYS[3], tostring(doc['stay']['device_id']), '*')
 return {3, raw, learned[1], learned[2], redis.call('EXISTS', KEYS[4])}
 """

@@ -141,11 +141,18 @@ class StayStore:
                 device_index_key(self.prefix, state.stay.device_id)]
         if state.access_code_id is not None:
             keys.append(code_index_key(self.prefix, state.access_code_id))
-        while (done := await self._commit(keys=keys, args=self._args(state, expected_seq))) == 2:
+        while True:
+            args = self._args(state, expected_seq)
+            if (done := await self._commit(keys=keys, args=args)) != 2:
+                break
             stored = await self.get(state.booking_id)
             if stored is None or stored.seq != expected_seq:
                 return False
             state.revision, state.action = stored.revision, stored.action
+        if done == 0 and await self.redis.get(keys[0]) == args[1].encode():
+            # Our own write: redis-py resent the script after a timeout, and its first run had
+            # already committed. Reporting it lost would drop the step's events and next job.
+            return True
         if done < 0:
             raw = await self.redis.get(self.key(state.booking_id))
             if raw is not None:
