@@ -34,7 +34,8 @@ async def impatient(redis: Redis, redis_url: str) -> AsyncIterator[Redis]:
 
 async def late_answers(redis: Redis) -> asyncio.Task[object]:
     """Block Redis for 2 TIMEOUTs from now: what is sent meanwhile is answered late."""
-    blocker = asyncio.create_task(redis.execute_command("DEBUG", "SLEEP", 2 * TIMEOUT))
+    sleep = redis.execute_command("DEBUG", "SLEEP", 2 * TIMEOUT)  # type: ignore[no-untyped-call]
+    blocker = asyncio.create_task(sleep)
     await asyncio.sleep(0.05)  # DEBUG SLEEP has started
     return blocker
 
