@@ -6,10 +6,13 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import redis
 import structlog
 
+from worker.localredis import LocalRedis
 from worker.logs import configure, get_logger, mask_pin
 from worker.settings import mask_url
 
@@ -95,3 +98,28 @@ def test_mask_pin_short_values() -> None:
     """Masking keeps the last two digits and hides the rest."""
     assert mask_pin("1234") == "**34"
     assert mask_pin(None) is None
+
+
+def test_a_failed_pipelines_record_never_reaches_a_log(
+    stream: io.StringIO, tmp_path: Path
+) -> None:
+    """A full Redis refuses a stay record's SET: the logged error keeps Redis's words only."""
+    server = LocalRedis(directory=str(tmp_path)).start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", "1")  # below what Redis already uses: full
+        with pytest.raises(redis.RedisError) as refused, client.pipeline() as pipe:
+            pipe.set("codeprov:stay:B1", json.dumps({"code": "918273", "seq": 3}))
+            pipe.execute()
+        client.close()
+    finally:
+        server.cleanup()
+    assert "918273" in str(refused.value)  # what redis-py says, unscrubbed
+    try:
+        raise refused.value
+    except redis.RedisError as exc:
+        get_logger().error("intake.crashed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
+    [line] = lines(stream)
+    assert "918273" not in json.dumps(line)
+    assert "of pipeline caused error: command not allowed" in str(line["error"])

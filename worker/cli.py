@@ -75,20 +75,12 @@ def with_redis(
         redis_down(settings, exc, hint)
 
 
-def _redis_said(exc: BaseException) -> str:
-    """Redis's own words: redis-py quotes a failed pipeline's command, a stay record (a PIN)."""
-    text = str(exc)
-    _, cut, said = text.partition(" caused error: ")
-    return (said if cut else text)[:300]
-
-
 def redis_down(settings: Settings, exc: BaseException, hint: str = "") -> NoReturn:
     from worker.logs import Redactor
     from worker.queue import refusal
 
     where = f"Redis at {mask_url(settings.redis_url)}"
-    said = _redis_said(exc)
-    reason = f"{type(exc).__name__}: {said}" if said else f"no answer in {PROMPT:g} s"
+    reason = f"{type(exc).__name__}: {exc}" if str(exc) else f"no answer in {PROMPT:g} s"
     refused = refusal(exc)
     if refused:
         line = f"{where} refused us: {refused} ({reason})"

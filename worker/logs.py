@@ -2,7 +2,8 @@
 
 stdlib loggers (arq, httpx) go through the same processors, so every line is one JSON object.
 Redaction runs last before rendering: the Seam API key is replaced wherever it appears, PINs
-are masked (`****42`) unless CODEPROV_LOG_PINS=true, Redis URL passwords become ***.
+are masked (`****42`) unless CODEPROV_LOG_PINS=true, Redis URL passwords become ***, and the
+commands redis-py quotes in a failed pipeline's error (stay records, PINs) are left out.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 # Up to the last `@` of the URL (a password may hold an unencoded `@`, `/` or `?`); a plain
 # user name before a `:` stays, anything else before the `@` may be a password: all masked.
 _URL_PASSWORD = re.compile(r"((?:rediss?|unix)://)(?:([A-Za-z0-9._~-]*):)?\S*@")
+
+
+# redis-py quotes a failed pipeline command whole in its error ("Command # 1 (SET key {record})
+# of pipeline caused error: OOM ..."): a stay record, with its PIN. Only Redis's words are kept.
+_PIPELINE_COMMAND = re.compile(r"Command # (\d+) \(.*?\) of pipeline caused error", re.DOTALL)
 
 
 def mask_pin(pin: str | None) -> str | None:
@@ -45,6 +51,7 @@ class Redactor:
     def scrub(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "[redacted]")
+        text = _PIPELINE_COMMAND.sub(r"Command # \1 (…) of pipeline caused error", text)
         return _URL_PASSWORD.sub(_masked, text)
 
 
