@@ -100,10 +100,7 @@ def _release_current(step: Step) -> CodeRef | None:
     was = s.applied or s.requested or Applied.of(s.stay)
     ref = CodeRef(device_id=was.device_id, access_code_id=s.access_code_id, name=was.name)
     s.to_delete.append(ref)
-    s.access_code_id = s.code = None
-    s.create_sent, s.requested, s.applied = False, None, None
-    s.errors, s.warnings, s.mutations = {}, {}, {}
-    s.checks = s.pin_conflicts = 0
+    s.forget_code()
     return ref
 
 

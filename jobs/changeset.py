@@ -109,19 +109,17 @@ def _reopen(current: StayState, msg: Message, now: datetime) -> StayState:
     s.action = msg.action.value
     s.changed_at = s.updated_at = s.next_check_at = now
     if s.failure is not None and s.failure.reason in CODE_GONE:
-        _forget_code(s)
+        s.forget_code()
+    if s.state is Phase.FAILED:
+        # A removal that failed (not_removed_in_time) starts over: its DELETE is sent again,
+        # the lock may have lost the first one while offline (Seam answers 404 if it is gone).
+        for ref in s.to_delete:
+            ref.delete_sent = False
     s.failure, s.scheduled_at = None, None
     s.at_risk_logged, s.transient_failures, s.checks, s.pin_conflicts = False, 0, 0, 0
     if s.state.is_final:
         s.state = Phase.WAITING if s.access_code_id else Phase.QUEUED
     return s
-
-
-def _forget_code(s: StayState) -> None:
-    """The code is gone from Seam: nothing to delete or observe, the next step creates one."""
-    s.access_code_id = s.code = None
-    s.create_sent, s.requested, s.applied = False, None, None
-    s.errors, s.warnings, s.mutations = {}, {}, {}
 
 
 def _cancel(current: StayState, msg: Message, now: datetime) -> StayState:

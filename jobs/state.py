@@ -74,6 +74,14 @@ class StayState(BaseModel):
     def booking_id(self) -> str:
         return self.stay.booking_id
 
+    def forget_code(self) -> None:
+        """Drop the current code (moved to the delete list, or gone from Seam): the next step
+        provisions a new one from scratch."""
+        self.access_code_id = self.code = None
+        self.create_sent, self.requested, self.applied = False, None, None
+        self.errors, self.warnings, self.mutations = {}, {}, {}
+        self.checks = self.pin_conflicts = 0
+
     def is_urgent(self, now: datetime) -> bool:
         """Fairness: a stay starting within a day, a change, or a cancel goes ahead of a backlog."""
         starts = self.stay.starts_at  # None: an ongoing code, wanted now
