@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from arq.connections import ArqRedis
-from redis.exceptions import WatchError
+from redis.exceptions import ResponseError, WatchError
 
 from jobs.changeset import Decision, decide
 from jobs.payload import Action, Message, Stay, parse_message, require_not_over
@@ -103,8 +103,8 @@ async def _decide(redis: ArqRedis, message: Message, prefix: str, now: datetime)
         while True:
             try:
                 await pipe.watch(key, tomb)
-                current = store.load(await pipe.get(key), message.booking_id)
-                decision = decide(current, await pipe.get(tomb), message, now)
+                current = store.load(await _read(pipe, key), message.booking_id)
+                decision = decide(current, await _read(pipe, tomb), message, now)
                 if decision.write is not None or decision.tombstone is not None:
                     pipe.multi()  # type: ignore[no-untyped-call]
                     _stage(store, pipe, decision, tomb)
@@ -113,6 +113,18 @@ async def _decide(redis: ArqRedis, message: Message, prefix: str, now: datetime)
             except WatchError:
                 continue  # a step or another message committed meanwhile: decide again
     return decision
+
+
+async def _read(pipe: Any, key: str) -> Any:
+    """GET a stored record; one that is not a string (a hash, a list…) is broken, not Redis."""
+    try:
+        return await pipe.get(key)
+    except ResponseError as exc:
+        if not str(exc).startswith("WRONGTYPE"):
+            raise
+        raise InvalidInput(
+            f"stored key {key} is not a string (WRONGTYPE): delete it to start the booking over"
+        ) from None
 
 
 def _stage(store: StayStore, pipe: Any, decision: Decision, tomb: str) -> None:

@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 from harness import Rig
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError
 from structlog.testing import capture_logs
 
 from jobs.intake import GROUP, Intake
 from jobs.state import StayStore
 from seam_sandbox import DeviceSpec, Latency, Scenario
 from worker.health import MISSED_BEATS, check, index_key, worker_key
+from worker.queue import connect
 from worker.runtime import make_worker
 
 pytestmark = pytest.mark.anyio
@@ -82,24 +83,50 @@ async def test_entries_that_raise_are_dead_lettered_and_the_stream_moves_on(
         assert len(rejected) == 5
 
 
-async def test_redis_error_while_handling_leaves_the_entry_pending(
+async def test_a_stay_key_of_the_wrong_type_is_dead_lettered(
     redis: Redis, redis_url: str
 ) -> None:
-    """A Redis error while handling an entry (WRONGTYPE on its stay key) is not the entry's
-    fault: it is not dead-lettered, it stays pending and is applied once Redis is right."""
+    """A stay key that is not a string (WRONGTYPE) is a broken record, the entry's to carry:
+    dead-lettered with a reason naming the key, and the stream moves on."""
     async with Rig(redis_url, one_lock()) as rig:
         await rig.pool.hset("codeprov:stay:B1", "not", "a string")  # type: ignore[misc]
         await redis.xadd(KEY, entry(rig, "B1"))
-        consumer = intake(rig, claim_idle=0.0)
+        await redis.xadd(KEY, entry(rig, "B2"))
+        consumer = intake(rig)
         await consumer.ensure_group()
-        with pytest.raises(ResponseError, match="WRONGTYPE"):
-            await consumer.drain()
-        assert await redis.xlen(DEAD) == 0
-        assert (await redis.xpending(KEY, GROUP))["pending"] == 1
-        await redis.delete("codeprov:stay:B1")
-        assert await consumer.drain() == 1
-        assert await StayStore(rig.pool).get("B1") is not None
+        assert await consumer.drain() == 2
+        reasons = await dead_letters(redis)
+        assert list(reasons) == ["B1"] and "codeprov:stay:B1" in reasons["B1"]
+        assert "WRONGTYPE" in reasons["B1"]
+        assert await StayStore(rig.pool).get("B2") is not None
         assert (await redis.xpending(KEY, GROUP))["pending"] == 0
+
+
+async def test_redis_refusing_a_command_leaves_the_entry_pending(
+    redis: Redis, redis_url: str
+) -> None:
+    """Redis refusing us (an ACL without the stay keys) is not the entry's fault: it is not
+    dead-lettered, it stays pending, and is applied once Redis lets us in."""
+    await redis.execute_command(  # type: ignore[no-untyped-call]
+        "ACL", "SETUSER", "intake-only", "on", ">pw", "resetkeys", "~codeprov:intake*",
+        "+@all")
+    try:
+        async with Rig(redis_url, one_lock()) as rig:
+            limited = await connect(rig.settings.model_copy(
+                update={"redis_url": redis_url.replace("redis://", "redis://intake-only:pw@")}))
+            await redis.xadd(KEY, entry(rig, "B1"))
+            consumer = Intake(limited, "c1", rig.sandbox.clock.now, claim_idle=0.0, block=0.05)
+            await consumer.ensure_group()
+            with pytest.raises(NoPermissionError):
+                await consumer.drain()
+            await limited.aclose()
+            assert await redis.xlen(DEAD) == 0
+            assert (await redis.xpending(KEY, GROUP))["pending"] == 1
+            assert await intake(rig, claim_idle=0.0).drain() == 1  # a consumer Redis lets in
+            assert await StayStore(rig.pool).get("B1") is not None
+            assert (await redis.xpending(KEY, GROUP))["pending"] == 0
+    finally:
+        await redis.execute_command("ACL", "DELUSER", "intake-only")  # type: ignore[no-untyped-call]
 
 
 async def test_a_deleted_stream_and_group_are_recreated(redis: Redis, redis_url: str) -> None:
