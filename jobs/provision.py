@@ -16,8 +16,9 @@ import anyio
 
 from jobs.state import Applied, Phase, Slot
 from jobs.step import Step
-from worker.errors import RateLimitWait, SeamConflict, SeamRateLimited
+from worker.errors import RateLimitWait, SeamConflict, SeamError, SeamRateLimited
 from worker.limiter import RESERVE_SLACK_MS, Operation
+from worker.logs import get_logger
 from worker.seam_models import AccessCode
 
 
@@ -35,17 +36,35 @@ async def provision(step: Step) -> AccessCode | None:
         generated = await seam.generate_code(stay.device_id)
         ready = generated.as_access_code()
         if ready is not None:
-            # Seam made this code itself: what it holds is what its fields say.
-            seen = Applied(
-                device_id=ready.device_id,
-                starts_at=ready.starts_at,
-                ends_at=ready.ends_at,
-                name=ready.name or "",  # none: the update that follows names it
-            )
-            s.create_slot = None  # nothing to create: the turn goes unused
-            return adopt(step, ready, adopted=False, applied=seen)
+            return await _adopt_generated(step, ready)
         s.code = generated.code
     return await _create(step)
+
+
+async def _adopt_generated(step: Step, ready: AccessCode) -> AccessCode | None:
+    """A server whose generate_code made the code itself: record it at once, as a create's
+    answer is recorded before anything else; a stay changed or cancelled meanwhile gets no
+    code it does not know of, so the code is deleted again."""
+    seen = Applied(  # what the code holds is what its fields say
+        device_id=ready.device_id,
+        starts_at=ready.starts_at,
+        ends_at=ready.ends_at,
+        name=ready.name or "",  # none: the update that follows names it
+    )
+    step.state.create_slot = None  # nothing to create: the turn goes unused
+    adopt(step, ready, adopted=False, applied=seen)
+    if await step.checkpoint():
+        return ready
+    try:
+        await step.deps.seam.delete_access_code(ready.access_code_id, ready.device_id)
+    except SeamError as exc:
+        get_logger(booking_id=step.state.booking_id).error(
+            "access_code.orphaned", device_id=ready.device_id,
+            access_code_id=ready.access_code_id, error=str(exc),
+            message="a code generate_code made for a stay changed meanwhile could not be "
+                    "deleted: remove it on the lock",
+        )
+    return None
 
 
 async def _take_turn(step: Step) -> bool:

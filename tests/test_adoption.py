@@ -159,6 +159,25 @@ async def test_generated_full_code_gets_the_stays_window(redis: Redis, redis_url
     assert stats["/access_codes/update"] == {"200": 1}
 
 
+async def test_cancel_while_generate_code_makes_a_code_leaves_none(
+    redis: Redis, redis_url: str
+) -> None:
+    """A cancel committed while generate_code (answering a full code) is out: the code it made
+    is deleted, the stay ends cancelled and the lock holds nothing."""
+    scenario = one_lock().model_copy(update={"generate_code_shape": "access_code"})
+
+    async def cancel_meanwhile(request: httpx.Request) -> None:
+        assert (await cancel_stay(rig.pool, "B1", now=rig.now)).result == "enqueued"
+
+    async with HookedRig(redis_url, scenario, route="/access_codes/generate_code",
+                         after=cancel_meanwhile) as rig:
+        await rig.enqueue(rig.stay("B1"))
+        await rig.run()
+        state = await rig.state("B1")
+    assert state.state is Phase.CANCELLED
+    assert rig.sandbox.codes_on("lock-1") == []
+
+
 async def test_worker_dying_after_the_post_leaves_one_code(redis: Redis, redis_url: str) -> None:
     """The worker dies right after a create reached Seam: the re-run finds the code the
     recorded intent points at, and the lock ends with exactly that one code."""
