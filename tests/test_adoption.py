@@ -194,9 +194,11 @@ async def test_worker_dying_after_the_post_leaves_one_code(redis: Redis, redis_u
     assert creates(rig) == {"200": 1}
 
 
-async def test_lost_create_past_the_first_page_is_adopted(redis: Redis, redis_url: str) -> None:
+async def test_lost_create_on_a_paged_lock_is_adopted_by_its_pin(
+    redis: Redis, redis_url: str
+) -> None:
     """Twelve other codes on a lock that lists five a page: the stay's code, created last and
-    its answer lost, is adopted on the re-run; no second code is made."""
+    its answer lost, is adopted on the re-run by its PIN (a get, no list); no second code."""
     rig = HookedRig(redis_url, one_lock(page_size=5), after=die)
     async with rig:
         others = await add_codes(rig, 12)
@@ -209,6 +211,7 @@ async def test_lost_create_past_the_first_page_is_adopted(redis: Redis, redis_ur
     assert (state.access_code_id, state.code) == (own["access_code_id"], own["code"])
     assert left == [*others, own["access_code_id"]]
     assert creates(rig) == {"200": 13}
+    assert "/access_codes/list" not in rig.sandbox.stats()["requests"]
 
 
 async def test_cancel_finds_an_unrecorded_code_past_page_one(redis: Redis, redis_url: str) -> None:
