@@ -77,7 +77,7 @@ def local_limiter(redis: Any, settings: Settings) -> Limiter:
 
 
 def main() -> None:
-    from worker.cli import load_settings
+    from worker.commands import load_settings
     from worker.logs import configure
     from worker.runtime import make_worker
 

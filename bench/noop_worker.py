@@ -30,10 +30,10 @@ def noop_worker(settings: Settings, *, burst: bool = False, handle_signals: bool
 
 
 def main() -> None:
-    from worker.cli import _configure_logging, load_settings
+    from worker.commands import configure_logging, load_settings
 
     settings = load_settings()
-    _configure_logging(settings)
+    configure_logging(settings)
     asyncio.set_event_loop(asyncio.new_event_loop())
     noop_worker(settings).run()
 
