@@ -70,7 +70,7 @@ def _seconds(ms: int) -> float:
 
 def local_limiter(redis: Any, settings: Settings) -> Limiter:
     """A limiter factory for make_worker: each process keeps its own buckets (the baseline)."""
-    from worker.runtime import budgets
+    from worker.wiring import budgets
 
     return LocalLimiter(redis, budgets(settings), prefix=settings.key_prefix,
                         max_sleep=settings.rate_max_sleep)

@@ -22,9 +22,9 @@ from arq.worker import Worker, func
 from worker.deps import Clock
 from worker.errors import RateLimitWait, SeamTransientError
 from worker.queue import redis_settings, serialize
-from worker.runtime import build_deps
 from worker.seam import SeamClient
 from worker.settings import Settings
+from worker.wiring import build_deps
 
 QUEUE = "bench:naive:queue"
 FUNCTION = "naive_provision"

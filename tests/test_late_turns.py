@@ -23,8 +23,8 @@ from seam_sandbox import DeviceSpec, Latency, Sandbox, SandboxClock, Scenario
 from worker.deps import Deps
 from worker.limiter import Limiter
 from worker.queue import connect
-from worker.runtime import budgets, build_deps
 from worker.settings import Settings
+from worker.wiring import budgets, build_deps
 
 pytestmark = pytest.mark.anyio
 

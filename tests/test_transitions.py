@@ -17,8 +17,8 @@ from jobs.pipeline import JobInfo, advance_stay
 from jobs.state import Phase
 from jobs.transitions import current, diff, snapshot
 from seam_sandbox import DeviceSpec, Fault, Latency, Scenario
-from worker.runtime import build_deps
 from worker.seam_models import AccessCode
+from worker.wiring import build_deps
 
 pytestmark = pytest.mark.anyio
 

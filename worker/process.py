@@ -24,9 +24,10 @@ from worker.health import heartbeat_file, heartbeat_interval, new_worker_id
 from worker.limiter import backoff
 from worker.logs import get_logger
 from worker.queue import connect, redis_settings, refusal
-from worker.runtime import intake_for, make_worker
+from worker.runtime import make_worker
 from worker.settings import Settings, mask_url
 from worker.stopping import Signals, Stopped
+from worker.wiring import intake_for
 
 T = TypeVar("T")
 

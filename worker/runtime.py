@@ -1,4 +1,4 @@
-"""The worker runtime: builds the dependencies once, registers the job functions with arq.
+"""The worker runtime: the job functions, registered with arq (wiring: `worker.wiring`).
 
 Job functions are thin: they validate what arq hands them, then call jobs.pipeline. Anything
 unexpected (a Redis blip, a bug) becomes an arq Retry with backoff, never a silently broken
@@ -11,25 +11,20 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
 from arq import Retry
 from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix
 from arq.cron import cron
 from arq.worker import Worker, func
 
-from jobs.intake import Intake
-from jobs.latency import LatencyBook
 from jobs.pipeline import JobInfo, StayBusy, advance_stay
 from jobs.reconcile import reconcile
-from jobs.state import Failure, Phase, StayStore
+from jobs.state import Failure, Phase
 from worker.deps import Clock, Deps, utcnow
 from worker.errors import InvalidInput
-from worker.health import Heartbeat, start_heartbeat
-from worker.limiter import Budgets, Limiter, Operation, Rate, backoff
+from worker.limiter import backoff
 from worker.logs import get_logger
 from worker.queue import (
     REJECT_FUNCTION,
@@ -39,59 +34,12 @@ from worker.queue import (
     redis_settings,
     serialize,
 )
-from worker.settings import Settings, mask_url
-
-_DEPS = "codeprov.deps"
-
-
-def budgets(settings: Settings) -> Budgets:
-    return Budgets(
-        workspace=Rate(settings.rate_per_second, 1.0, settings.rate_burst),
-        device={
-            Operation.CREATE: Rate(settings.device_creates_per_minute, 60.0),
-            Operation.UPDATE: Rate(settings.device_updates_per_minute, 60.0),
-            Operation.DELETE: Rate(settings.device_deletes_per_minute, 60.0),
-        },
-    )
-
-
-LimiterFactory = Callable[[ArqRedis, Settings], Limiter]
-
-
-def shared_limiter(redis: ArqRedis, settings: Settings) -> Limiter:
-    """The limiter every worker shares through Redis (benchmarks swap in a per-process one)."""
-    return Limiter(
-        redis, budgets(settings), prefix=settings.key_prefix, max_sleep=settings.rate_max_sleep
-    )
-
-
-def build_deps(
-    settings: Settings,
-    redis: ArqRedis,
-    *,
-    seam_transport: httpx.AsyncBaseTransport | None = None,
-    clock: Clock = utcnow,
-    limiter_factory: LimiterFactory = shared_limiter,
-) -> Deps:
-    """The one place that wires settings into a Redis pool, a limiter and a Seam client."""
-    from worker.seam import SeamClient
-
-    limiter = limiter_factory(redis, settings)
-    seam = SeamClient(
-        settings.seam_endpoint,
-        settings.seam_api_key.get_secret_value(),
-        limiter=limiter,
-        timeout=settings.http_timeout,
-        transport=seam_transport,
-    )
-    store = StayStore(redis, settings.key_prefix, settings.results_maxlen)
-    latency = LatencyBook(redis, settings.key_prefix)
-    return Deps(settings=settings, redis=redis, store=store, seam=seam, limiter=limiter,
-                latency=latency, clock=clock)
+from worker.settings import Settings
+from worker.wiring import DEPS_KEY, Lifecycle, LimiterFactory, shared_limiter
 
 
 def _deps(ctx: dict[str, Any]) -> Deps:
-    deps = ctx[_DEPS]
+    deps = ctx[DEPS_KEY]
     assert isinstance(deps, Deps)
     return deps
 
@@ -164,36 +112,6 @@ async def reconcile_job(ctx: dict[str, Any]) -> int:
     return len(found)
 
 
-def intake_for(settings: Settings, pool: ArqRedis, consumer: str, clock: Clock) -> Intake:
-    return Intake(
-        pool,
-        consumer,
-        clock,
-        prefix=settings.key_prefix,
-        batch=settings.intake_batch,
-        claim_idle=settings.intake_claim_idle,
-    )
-
-
-async def _start_intake(stack: AsyncExitStack, intake: Intake, heartbeat: Heartbeat) -> None:
-    """The consumer runs supervised: while it is down, the heartbeat says so (health fails).
-
-    Its group is created by the task, not here: a stream that cannot be consumed (WRONGTYPE)
-    is the consumer's crash, reported, not a worker that cannot start.
-    """
-
-    def report(reason: str | None) -> None:
-        heartbeat.set_problem("intake", reason)
-
-    task = asyncio.create_task(intake.serve(report), name=f"codeprov-intake-{intake.consumer}")
-
-    async def stop() -> None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    stack.push_async_callback(stop)
-
-
 def make_worker(
     settings: Settings,
     *,
@@ -212,45 +130,9 @@ def make_worker(
 
     `redis_pool`: one from `worker.queue.connect` (reads bounded); else arq connects itself.
     """
-    stack = AsyncExitStack()
-
-    async def startup(ctx: dict[str, Any]) -> None:
-        pool: ArqRedis = ctx["redis"]
-        deps = build_deps(settings, pool, seam_transport=seam_transport, clock=clock,
-                          limiter_factory=limiter_factory)
-        stack.push_async_callback(deps.seam.aclose)
-        heartbeat = await start_heartbeat(pool, settings.key_prefix)
-        stack.push_async_callback(heartbeat.stop)
-        if settings.intake:
-            await _start_intake(
-                stack, intake_for(settings, pool, heartbeat.worker_id, clock), heartbeat
-            )
-        ctx[_DEPS] = deps
-        get_logger().info(
-            "worker.started",
-            queue=settings.queue_name,
-            max_jobs=settings.max_jobs,
-            redis=mask_url(settings.redis_url),
-            seam_endpoint=settings.seam_endpoint,
-        )
-        if orphaned:
-            # Jobs this process was running when Redis went away: they are certainly dead, so
-            # free them now instead of waiting out arq's in-progress TTL (job timeout + 10 s).
-            await pool.delete(*(in_progress_key_prefix + job for job in orphaned))
-        if on_deps:
-            on_deps(deps)
-
-    started = running if running is not None else set()
-
-    async def job_started(ctx: dict[str, Any]) -> None:
-        started.add(str(ctx.get("job_id")))
-
-    async def job_recorded(ctx: dict[str, Any]) -> None:
-        started.discard(str(ctx.get("job_id")))
-
-    async def shutdown(ctx: dict[str, Any]) -> None:
-        await stack.aclose()
-
+    life = Lifecycle(settings, seam_transport=seam_transport, clock=clock,
+                     limiter_factory=limiter_factory, on_deps=on_deps, orphaned=orphaned,
+                     running=running if running is not None else set())
     return Worker(
         functions=[
             func(advance_stay_job, name=STEP_FUNCTION, max_tries=100),
@@ -267,10 +149,10 @@ def make_worker(
                 max_tries=1,
             )
         ],
-        on_startup=startup,
-        on_shutdown=shutdown,
-        on_job_start=job_started,
-        after_job_end=job_recorded,
+        on_startup=life.startup,
+        on_shutdown=life.shutdown,
+        on_job_start=life.job_started,
+        after_job_end=life.job_recorded,
         redis_pool=redis_pool,
         **worker_options(settings, burst=burst, poll_delay=poll_delay,
                          handle_signals=handle_signals),
