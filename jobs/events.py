@@ -84,7 +84,9 @@ class Outcome:
 # booking ids woken, booking ids concerned}. Stay records and job ids are read by name from the
 # index's booking ids (not declared in KEYS: fine on one Redis or Sentinel, not on a Cluster).
 # A stay is woken only if its next job `<prefix>:<booking_id>:<seq>` is queued with a later
-# score: moved to now, never added (a stay that is final, running or already due is left).
+# score: moved to now, never added (a stay that is final or already due is left). A stay whose
+# step is running, or has committed and not yet queued its next job, gets a wake mark
+# `<prefix>:wake:<booking_id>` instead, which that step's unlock reads (jobs/pipeline.py).
 _DUP, _UNMANAGED, _TAKEN = 0, 1, 2
 _TAKE = """
 redis.call('HINCRBY', KEYS[2], 'received', 1)
@@ -123,8 +125,11 @@ for _, id in ipairs(ids) do
     else
       local job = ARGV[3] .. ':' .. id .. ':' .. tostring(doc['seq'])
       local score = redis.call('ZSCORE', KEYS[4], job)
-      if not score then
-        redis.call('HINCRBY', KEYS[2], 'stays_not_queued', 1)
+      if not score or redis.call('EXISTS', 'arq:in-progress:' .. job) == 1 then
+        -- A step is running (or between its commit and its next job): it may have read the
+        -- code before this event. Its unlock moves the next job to now (jobs/pipeline.py).
+        redis.call('SET', ARGV[3] .. ':wake:' .. id, '1', 'EX', 3600)
+        redis.call('HINCRBY', KEYS[2], 'stays_marked', 1)
       elseif tonumber(score) <= tonumber(ARGV[4]) then
         redis.call('HINCRBY', KEYS[2], 'stays_due', 1)
       else

@@ -10,6 +10,8 @@ never race a create in flight on another worker.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from jobs.changes import apply_update, cancel, follow_move, process_deletions
 from jobs.observe import check_at_risk, check_deadline, observe
 from jobs.provision import provision
@@ -28,7 +30,7 @@ from worker.errors import (
 )
 from worker.limiter import backoff
 from worker.logs import get_logger
-from worker.queue import enqueue_step
+from worker.queue import enqueue_step, job_id
 
 __all__ = ["JobInfo", "StayBusy", "advance_stay"]
 
@@ -58,8 +60,19 @@ local learned = redis.call('HMGET', KEYS[3], tostring(doc['stay']['device_id']),
 return {3, raw, learned[1], learned[2], redis.call('EXISTS', KEYS[4])}
 """
 
+# The end of a step. KEYS: the stay's lock, its wake mark, arq's queue. ARGV: this job's id,
+# the stay's next job id ('' if the step queued none), now in ms (arq's scores). Frees the lock
+# if this job holds it. An event that came while the step ran left the wake mark
+# (jobs/events.py): the step may have read the code before it, so its next job moves to now.
+# Returns 1 if it did, else 0.
 _UNLOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if ARGV[2] == '' or redis.call('DEL', KEYS[2]) == 0 then return 0 end
+local score = redis.call('ZSCORE', KEYS[3], ARGV[2])
+if score and tonumber(score) > tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[3], 'XX', ARGV[3], ARGV[2])
+  return 1
+end
 return 0
 """
 
@@ -76,6 +89,7 @@ async def advance_stay(deps: Deps, booking_id: str, seq: int, job: JobInfo) -> N
     keys = [deps.store.key(booking_id), lock, deps.latency.key, down_key(deps.settings.key_prefix)]
     ttl_ms = int(deps.settings.job_timeout * 1000)
     begun = await deps.redis.register_script(_BEGIN)(keys=keys, args=[seq, job.job_id, ttl_ms])
+    next_job: str | None = None
     outcome, raw, own, workspace, down = [*begun, None, None, None, None][:5]
     if outcome == _ORPHANED:
         log.warning("job.orphaned", message="no state record for this booking; job dropped")
@@ -98,12 +112,12 @@ async def advance_stay(deps: Deps, booking_id: str, seq: int, job: JobInfo) -> N
         step.expected = None if learned is None else float(learned)
         answered = deps.seam.answered
         await _run(step)
-        await _finish(step, expected_seq=seq)
+        next_job = await _finish(step, expected_seq=seq)
         if down and deps.seam.answered > answered:  # Seam takes our calls again
             await report_up(deps)
     finally:
         if outcome == _LOCKED:
-            await deps.redis.register_script(_UNLOCK)(keys=[lock], args=[job.job_id])
+            await _unlock(deps, booking_id, lock, job, next_job)
 
 
 async def _run(step: Step) -> None:
@@ -189,7 +203,8 @@ def _not_found(step: Step, exc: SeamError) -> None:
         step.fail("access_code_deleted", "the access code was deleted outside codeprov")
 
 
-async def _finish(step: Step, expected_seq: int) -> None:
+async def _finish(step: Step, expected_seq: int) -> str | None:
+    """Commit the step; its events, its next job (whose id is returned) and what it learned."""
     s = step.state
     if not s.state.is_final:
         check_deadline(step)
@@ -200,13 +215,24 @@ async def _finish(step: Step, expected_seq: int) -> None:
     s.seq = expected_seq + 1
     if not await step.deps.store.commit(s, expected_seq=expected_seq):
         get_logger(booking_id=s.booking_id).info("step.superseded", job_id=step.job.job_id)
-        return
+        return None
     step.write_events()
+    prefix = step.deps.store.prefix
     if not s.state.is_final:
         await enqueue_step(
             # From now, not from the step's start: its own calls must not make the look late.
-            step.deps.redis, s.booking_id, s.seq, prefix=step.deps.store.prefix,
+            step.deps.redis, s.booking_id, s.seq, prefix=prefix,
             delay=until(s.next_check_at, step.deps.clock()),
         )
     if step.learned is not None:
         await step.deps.latency.record(s.stay.device_id, step.learned)
+    return None if s.state.is_final else job_id(s.booking_id, s.seq, prefix=prefix)
+
+
+async def _unlock(
+    deps: Deps, booking_id: str, lock: str, job: JobInfo, next_job: str | None
+) -> None:
+    prefix = deps.store.prefix
+    keys = [lock, f"{prefix}:wake:{booking_id}", deps.settings.queue_name]
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)  # arq's scores: wall time
+    await deps.redis.register_script(_UNLOCK)(keys=keys, args=[job.job_id, next_job or "", now_ms])

@@ -136,15 +136,17 @@ async def test_due_job_is_not_moved_later(redis: Redis, redis_url: str) -> None:
         await pool.aclose()
 
 
-async def test_missing_job_is_not_added(redis: Redis, redis_url: str) -> None:
-    """A stay whose next job is not queued (a step running) gets no job from an event."""
+async def test_missing_job_is_not_added_but_marked(redis: Redis, redis_url: str) -> None:
+    """A stay whose next job is not queued (a step between commit and enqueue) gets no job from
+    an event, but a wake mark its step's unlock reads."""
     pool = await arq(redis_url)
     try:
         await stay_at(StayStore(pool), "B1", queued_in=None)
         outcome = await Events(redis, "codeprov", QUEUE).take(event("e1", access_code_id="ac_1"))
         assert (outcome.stays, outcome.woken) == (("B1",), ())
         assert await redis.zcard(QUEUE) == 0
-        assert (await read_counts(redis, "codeprov"))["stays_not_queued"] == 1
+        assert await redis.exists("codeprov:wake:B1")
+        assert (await read_counts(redis, "codeprov"))["stays_marked"] == 1
     finally:
         await pool.aclose()
 
