@@ -127,6 +127,22 @@ class SeamClient:
         # Seam's fake ignores the device_id filter: filter here too.
         return [c for c in codes if c.device_id == device_id]
 
+    async def list_events(
+        self, since: datetime, *, limit: int = 500, offset: int = 0
+    ) -> list[Any]:
+        """One page of the workspace's events from `since` (inclusive): Seam has no cursor, only
+        `limit` and `unstable_offset`. Items are returned as Seam sent them (the caller
+        validates each: one bad event must not lose the page)."""
+        route = "/events/list"
+        payload: dict[str, Any] = {"since": since.isoformat(), "limit": limit}
+        if offset:
+            payload["unstable_offset"] = offset
+        body = await self._call(route, payload)
+        items = body.get("events")
+        if not isinstance(items, list):
+            raise SeamProtocolError("answer lacks the list 'events'", route=route)
+        return items
+
     async def update_access_code(self, access_code_id: str, device_id: str, **fields: Any) -> None:
         payload = {"access_code_id": access_code_id, **fields}
         await self._call("/access_codes/update", payload, Operation.UPDATE, device_id)

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     intake: bool = True  # consume the intake stream in this worker
     intake_claim_idle: float = Field(60.0, gt=0)
     intake_batch: int = Field(100, ge=1, le=10_000)
+    # The events feed (worker/events_feed.py): one worker of the cluster polls /events/list.
+    events_poll: float = Field(30.0, ge=0)  # seconds between polls; 0: no feed
+    events_overlap: float = Field(900.0, ge=0, le=86400)  # re-read back: late events (~10 min)
+    events_catch_up: float = Field(86400.0, gt=0)  # never read further back than this
     log_format: Literal["json", "console", "auto"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_pins: bool = False

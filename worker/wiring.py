@@ -1,5 +1,6 @@
 """A worker's wiring: settings into dependencies (Redis pool, limiter, Seam client, stores), and
-what runs around the jobs (the heartbeat, the intake consumer) from start-up to shutdown."""
+what runs around the jobs (the heartbeat, the intake consumer, the events feed) from start-up
+to shutdown."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ import httpx
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 
+from jobs.events import Events
 from jobs.intake import Intake
 from jobs.latency import LatencyBook
 from jobs.state import StayStore
 from worker.deps import Clock, Deps, utcnow
+from worker.events_feed import EventsFeed, start_feed
 from worker.health import Heartbeat, start_heartbeat
 from worker.limiter import Budgets, Limiter, Operation, Rate
 from worker.logs import get_logger
@@ -101,6 +104,15 @@ async def start_intake(stack: AsyncExitStack, intake: Intake, heartbeat: Heartbe
     stack.push_async_callback(stop)
 
 
+def feed_for(settings: Settings, deps: Deps, worker_id: str) -> EventsFeed:
+    """The events feed of one worker: it polls only while it holds the cluster's lease."""
+    events = Events(deps.redis, settings.key_prefix, settings.queue_name)
+    return EventsFeed(
+        deps.redis, deps.seam, events, worker_id, deps.clock, prefix=settings.key_prefix,
+        interval=settings.events_poll, overlap=settings.events_overlap,
+        catch_up=settings.events_catch_up, request_timeout=settings.http_timeout,
+    )
+
 
 @dataclass
 class Lifecycle:
@@ -125,6 +137,11 @@ class Lifecycle:
         if settings.intake:
             consumer = intake_for(settings, pool, heartbeat.worker_id, self.clock)
             await start_intake(self.stack, consumer, heartbeat)
+        if settings.events_poll > 0:
+            feed = feed_for(settings, deps, heartbeat.worker_id)
+            self.stack.push_async_callback(
+                start_feed(feed, lambda reason: heartbeat.set_problem("events_feed", reason))
+            )
         ctx[DEPS_KEY] = deps
         get_logger().info(
             "worker.started",

@@ -1,0 +1,244 @@
+"""The events feed: one worker of the cluster polls Seam's `/events/list` and hands every event
+to the one event path (`jobs.events.Events.take`), as the webhook receiver does.
+
+- **One poller at a time:** a lease `{prefix}:events:lease` (SET NX PX with the worker id),
+  renewed by its holder before every page; a worker that stops releases it, one that dies lets
+  it expire (2 intervals + one request's timeout), and another worker takes over.
+- **No cursor at Seam:** `{prefix}:events:since` (ISO time) is where the next poll starts. It
+  is set `overlap` back from the newest `occurred_at` seen, because some brands' events are
+  listed ~10 minutes after they occurred: a poll that went past them would never see them.
+  The overlap's events are read again and answered `duplicate` by `Events.take` (de-duplicated
+  by event_id), so they count as duplicates and wake nothing twice.
+- **Catch-up:** a `since` older than `catch_up` (a feed that was off, a first start) is moved
+  to `catch_up` ago: older events are about stays whose checks have long run anyway.
+- **Paging:** `limit` + `unstable_offset`, at most `max_pages` per poll. Seam does not document
+  the order; when the bound is hit, `since` moves to the newest seen (no overlap), so a backlog
+  larger than one poll is read over the next polls instead of the same pages again.
+- **Failures:** a Seam error or a Redis outage is logged once per outage (`events_feed.failed`)
+  and the next interval polls again; an event that is not one is counted `ignored_not_event`;
+  a crash is logged (`events_feed.crashed`), reported, and the feed restarted with backoff.
+  Event bodies are never logged: they carry PINs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from redis.asyncio import Redis
+
+from jobs.events import Events, SeamEvent
+from jobs.intake import TRANSIENT, Report
+from worker.deps import Clock
+from worker.errors import RateLimitWait, SeamError
+from worker.limiter import backoff
+from worker.logs import get_logger
+from worker.seam import SeamClient
+
+__all__ = ["EventsFeed", "lease_key", "since_key", "start_feed"]
+
+# KEYS[1] the lease. ARGV[1] our worker id, ARGV[2] the lease's new TTL in ms.
+# Returns 1: it is ours and now lasts ARGV[2] more; 0: not ours (another worker's, or expired):
+# nothing is changed. A plain PEXPIRE could extend another worker's lease after ours expired.
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+# KEYS[1] the lease. ARGV[1] our worker id. Returns 1: ours, deleted; 0: not ours, left as is.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def lease_key(prefix: str) -> str:
+    return f"{prefix}:events:lease"
+
+
+def since_key(prefix: str) -> str:
+    return f"{prefix}:events:since"
+
+
+@dataclass
+class EventsFeed:
+    redis: Redis
+    seam: SeamClient
+    events: Events
+    worker_id: str
+    clock: Clock
+    prefix: str = "codeprov"
+    interval: float = 30.0
+    overlap: float = 900.0
+    catch_up: float = 86400.0
+    request_timeout: float = 6.0
+    limit: int = 500  # Seam's default page
+    max_pages: int = 10
+    restart_base: float = 1.0
+    restart_cap: float = 60.0
+    polls: int = field(default=0, init=False)  # polls this feed made (it held the lease)
+    _failing: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self._extend = self.redis.register_script(_EXTEND)
+        self._release = self.redis.register_script(_RELEASE)
+
+    @property
+    def lease_ms(self) -> int:
+        """Two intervals and one request: a holder that misses a beat keeps it."""
+        return max(1, int((2 * self.interval + self.request_timeout) * 1000))
+
+    async def hold(self) -> bool:
+        """Extend our lease, or take it if free: whether this worker is the poller now."""
+        key = lease_key(self.prefix)
+        if await self._extend(keys=[key], args=[self.worker_id, self.lease_ms]):
+            return True
+        return bool(await self.redis.set(key, self.worker_id, nx=True, px=self.lease_ms))
+
+    async def release(self) -> None:
+        """Give the lease up (a stopping worker): another worker polls at its next interval."""
+        await self._release(keys=[lease_key(self.prefix)], args=[self.worker_id])
+
+    async def tick(self) -> Counter[str] | None:
+        """Poll once if this worker holds the lease: the poll's counts, or None (not ours)."""
+        if not await self.hold():
+            return None
+        return await self.poll()
+
+    async def poll(self) -> Counter[str]:
+        """Read every page from `since`, take each event, and move `since` on."""
+        since = await self.read_since()
+        tally: Counter[str] = Counter()
+        newest: datetime | None = None
+        for page in range(self.max_pages):
+            if page and not await self.hold():
+                break  # the lease went to another worker mid-poll: it goes on from `since`
+            items = await self.seam.list_events(since, limit=self.limit, offset=page * self.limit)
+            tally["pages"] += 1
+            for item in items:
+                newest = _later(newest, await self._take(item, tally))
+            if len(items) < self.limit:
+                break
+        else:
+            tally["truncated"] += 1
+        await self._advance(since, newest, truncated=bool(tally["truncated"]))
+        self.polls += 1
+        get_logger().debug("events_feed.polled", since=since.isoformat(), **tally)
+        return tally
+
+    async def read_since(self) -> datetime:
+        """Where this poll starts: the stored `since`, never before `catch_up` ago."""
+        floor = self.clock() - timedelta(seconds=self.catch_up)
+        stored = _parse_time(await self.redis.get(since_key(self.prefix)))
+        return floor if stored is None or stored < floor else stored
+
+    async def _take(self, item: Any, tally: Counter[str]) -> datetime | None:
+        """Hand one item to Events.take; its occurred_at (None if unknown or not an event)."""
+        try:
+            event = SeamEvent.model_validate(item)
+        except ValidationError:
+            await self.events.count("received", "ignored_not_event")
+            tally["ignored_not_event"] += 1
+            return None
+        outcome = await self.events.take(event)
+        tally["events"] += 1
+        tally[outcome.kind] += 1
+        tally["woken"] += len(outcome.woken)
+        return _parse_time(event.occurred_at)
+
+    async def _advance(self, since: datetime, newest: datetime | None, *, truncated: bool) -> None:
+        if newest is None:
+            return  # nothing seen: the same since again (read_since's floor ages it)
+        start = newest if truncated else newest - timedelta(seconds=self.overlap)
+        if start > since:
+            await self.redis.set(since_key(self.prefix), start.isoformat())
+
+    async def run(self, on_running: Callable[[], None] = lambda: None) -> None:
+        """Poll every interval until cancelled; Seam and Redis failures never end it."""
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.tick()
+            except RateLimitWait:
+                continue  # the workspace budget is spent: jobs come first, the feed waits
+            except (SeamError, *TRANSIENT) as exc:
+                self._failed(exc)
+                continue
+            if self._failing:
+                self._failing = False
+                get_logger().info("events_feed.recovered")
+            on_running()
+
+    def _failed(self, exc: Exception) -> None:
+        """Logged once per outage: the next interval tries again anyway."""
+        if self._failing:
+            return
+        self._failing = True
+        fields: dict[str, Any] = {"error": f"{type(exc).__name__}: {exc}"}
+        if isinstance(exc, SeamError):
+            fields |= {"status": exc.status, "seam_request_id": exc.request_id}
+        get_logger().warning("events_feed.failed", retry_in_s=self.interval, **fields)
+
+    async def serve(self, report: Report) -> None:
+        """`run` until cancelled; a crash is logged, reported, and restarted with backoff."""
+        crashes = 0
+
+        def running() -> None:
+            nonlocal crashes
+            crashes = 0
+            report(None)
+
+        while True:
+            try:
+                await self.run(on_running=running)
+            except Exception as exc:  # a bug, or a Redis error that will not pass by itself
+                delay = backoff(crashes, base=self.restart_base, cap=self.restart_cap)
+                crashes += 1
+                report(f"events feed crashed ({type(exc).__name__}); see events_feed.crashed")
+                get_logger().error(
+                    "events_feed.crashed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    restart_in_s=round(delay, 3),
+                    exc_info=exc,
+                )
+                await asyncio.sleep(delay)
+
+
+def start_feed(feed: EventsFeed, report: Report) -> Callable[[], Awaitable[None]]:
+    """Run the feed supervised; the returned coroutine function stops it and frees its lease."""
+    task = asyncio.create_task(feed.serve(report), name=f"codeprov-events-feed-{feed.worker_id}")
+
+    async def stop() -> None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        try:
+            await feed.release()
+        except Exception:  # Redis gone: the lease expires by itself
+            get_logger().debug("events_feed.release_failed")
+
+    return stop
+
+
+def _parse_time(value: bytes | str | None) -> datetime | None:
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else value
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None or b is None:
+        return a or b
+    return max(a, b)
