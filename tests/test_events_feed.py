@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from harness import Rig
 from redis.asyncio import Redis
@@ -52,6 +54,21 @@ def list_calls(rig: Rig, status: str | None = None) -> int:
     return sum(n for s, n in answers.items() if status is None or s == status)
 
 
+class WithJunk(httpx.AsyncBaseTransport):
+    """Seam answering /events/list with two items that are not events among the real ones."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        answer = await self.inner.handle_async_request(request)
+        if request.url.path != LIST:
+            return answer
+        body = json.loads(await answer.aread())
+        body["events"] = ["junk", {"event_type": "access_code.created"}, *body["events"]]
+        return httpx.Response(answer.status_code, json=body)
+
+
 async def waiting_stay(rig: Rig, booking_id: str = "B1") -> str:
     """A stay waiting for its lock (its code created, its next check days ahead): its job id."""
     await rig.enqueue(rig.stay(booking_id, days_ahead=10))
@@ -80,6 +97,16 @@ async def test_sandbox_events_wake_the_waiting_stay(redis: Redis, redis_url: str
         assert tally is not None and tally["taken"] >= 1 and tally["woken"] == 1
         moved = await redis.zscore("codeprov:queue", job)
         assert moved is not None and before <= moved <= time.time() * 1000
+
+
+async def test_items_that_are_not_events_are_counted(redis: Redis, redis_url: str) -> None:
+    """Items of a page that are not events are counted ignored_not_event; the rest are taken."""
+    async with Rig(redis_url, SLOW_LOCK, overrides={"events_poll": 0}, wrap=WithJunk) as rig:
+        await waiting_stay(rig)
+        async with feeds(rig) as (feed,):
+            tally = await feed.tick()
+        assert tally is not None and tally["taken"] >= 1
+        assert (await read_counts(redis, "codeprov"))["ignored_not_event"] == 2
 
 
 async def test_only_the_lease_holder_polls(redis: Redis, redis_url: str) -> None:
