@@ -219,9 +219,10 @@ def start_feed(feed: EventsFeed, report: Report) -> Callable[[], Awaitable[None]
     async def stop() -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        try:
-            await feed.release()
-        except Exception:  # Redis gone: the lease expires by itself
+        try:  # bounded: a Redis that hangs must not hold up the worker's shutdown
+            async with asyncio.timeout(1.0):
+                await feed.release()
+        except Exception:  # Redis gone or hung: the lease expires by itself
             get_logger().debug("events_feed.release_failed")
 
     return stop
