@@ -31,10 +31,10 @@ from jobs.payload import parse_message
 from worker.errors import InvalidInput
 from worker.limiter import backoff
 from worker.logs import get_logger
+from worker.supervise import Report, supervise
 
 GROUP = "codeprov"
 Entry = tuple[bytes, dict[bytes, bytes]]
-Report = Callable[[str | None], None]  # why the consumer is down, or None: it runs again
 # An outage or a failover: wait and retry. Any other Redis error (WRONGTYPE on the stream, an
 # ACL refusal) will not pass by itself: the consumer crashes, and `serve` says so loudly.
 TRANSIENT = (ConnectionError, RedisTimeout, ReadOnlyError, OSError)
@@ -90,27 +90,8 @@ class Intake:
 
     async def serve(self, report: Report) -> None:
         """`run` until cancelled; a crash is logged, reported, and restarted with backoff."""
-        crashes = 0
-
-        def running() -> None:
-            nonlocal crashes
-            crashes = 0
-            report(None)
-
-        while True:
-            try:
-                await self.run(on_running=running)
-            except Exception as exc:  # a bug, or a Redis error that will not pass by itself
-                delay = backoff(crashes, base=self.restart_base, cap=self.restart_cap)
-                crashes += 1
-                report(f"intake consumer crashed ({type(exc).__name__}); see intake.crashed")
-                get_logger().error(
-                    "intake.crashed",
-                    error=f"{type(exc).__name__}: {exc}",
-                    restart_in_s=round(delay, 3),
-                    exc_info=exc,
-                )
-                await asyncio.sleep(delay)
+        await supervise("intake", "intake consumer", self.run, report, base=self.restart_base,
+                        cap=self.restart_cap)
 
     async def run(self, on_running: Callable[[], None] = lambda: None) -> None:
         """Consume until cancelled; a Redis outage is logged and retried with backoff.

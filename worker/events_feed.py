@@ -33,12 +33,12 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from jobs.events import Events, SeamEvent
-from jobs.intake import TRANSIENT, Report
+from jobs.intake import TRANSIENT
 from worker.deps import Clock
 from worker.errors import RateLimitWait, SeamError
-from worker.limiter import backoff
 from worker.logs import get_logger
 from worker.seam import SeamClient
+from worker.supervise import Report, supervise
 
 __all__ = ["EventsFeed", "lease_key", "since_key", "start_feed"]
 
@@ -189,27 +189,8 @@ class EventsFeed:
 
     async def serve(self, report: Report) -> None:
         """`run` until cancelled; a crash is logged, reported, and restarted with backoff."""
-        crashes = 0
-
-        def running() -> None:
-            nonlocal crashes
-            crashes = 0
-            report(None)
-
-        while True:
-            try:
-                await self.run(on_running=running)
-            except Exception as exc:  # a bug, or a Redis error that will not pass by itself
-                delay = backoff(crashes, base=self.restart_base, cap=self.restart_cap)
-                crashes += 1
-                report(f"events feed crashed ({type(exc).__name__}); see events_feed.crashed")
-                get_logger().error(
-                    "events_feed.crashed",
-                    error=f"{type(exc).__name__}: {exc}",
-                    restart_in_s=round(delay, 3),
-                    exc_info=exc,
-                )
-                await asyncio.sleep(delay)
+        await supervise("events_feed", "events feed", self.run, report, base=self.restart_base,
+                        cap=self.restart_cap)
 
 
 def start_feed(feed: EventsFeed, report: Report) -> Callable[[], Awaitable[None]]:
