@@ -21,6 +21,10 @@ _MUTATION_MESSAGES = {
 }
 
 
+# An update's `from` and `to` (the changed fields before and after), as Seam renders them.
+Change = tuple[dict[str, Any], dict[str, Any]]
+
+
 @dataclass
 class Mutation:
     """An update or delete in flight: pending from `created` until `done`."""
@@ -28,6 +32,13 @@ class Mutation:
     mutation_code: str
     created: float
     done: float
+    change: Change | None = None  # updates only
+
+    def render(self, tl: Timeline) -> dict[str, Any]:
+        entry = _mutation(self.mutation_code, tl.iso(self.created))
+        if self.change is not None:
+            entry |= {"from": self.change[0], "to": self.change[1]}
+        return entry
 
 
 @dataclass
@@ -110,9 +121,7 @@ class AccessCode:
             pending.append(entry | {"scheduled_at": tl.iso(self.program_from)})
         elif not self.scheduled(now):
             pending.append(_mutation("creating", tl.iso(self.program_from)))
-        pending.extend(
-            _mutation(m.mutation_code, tl.iso(m.created)) for m in self.mutations if now < m.done
-        )
+        pending.extend(m.render(tl) for m in self.mutations if now < m.done)
         return pending
 
 

@@ -20,9 +20,17 @@ _MESSAGES = {
     "no_space_for_access_code_on_device": "No space for access code on device",
     "duplicate_code_on_device": "Duplicate code on device",
 }
+# Which flag each error carries, per Seam's OpenAPI spec (access code errors: the rest).
 _DEVICE_ERRORS = frozenset(
-    {"device_offline", "device_disconnected", "hub_disconnected", "bridge_disconnected"}
+    {
+        "device_offline",
+        "device_disconnected",
+        "hub_disconnected",
+        "bridge_disconnected",
+        "subscription_required",
+    }
 )
+_ACCOUNT_ERRORS = frozenset({"account_disconnected"})
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,7 @@ def finish_time(begin: float, latency: float, faults: list[Fault]) -> float:
 
 def issue(code: str, created_at: str, *, warning: bool = False) -> dict[str, Any]:
     """An entry of a code's `errors` (or `warnings`), with Seam's flags."""
-    device_error = code in _DEVICE_ERRORS
+    device_error, account_error = code in _DEVICE_ERRORS, code in _ACCOUNT_ERRORS
     key = "warning_code" if warning else "error_code"
     entry: dict[str, Any] = {
         key: code,
@@ -73,9 +81,9 @@ def issue(code: str, created_at: str, *, warning: bool = False) -> dict[str, Any
     }
     if not warning:
         entry |= {
-            "is_access_code_error": not device_error,
+            "is_access_code_error": not (device_error or account_error),
             "is_device_error": device_error,
-            "is_connected_account_error": False,
+            "is_connected_account_error": account_error,
         }
     return entry
 

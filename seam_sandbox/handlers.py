@@ -40,7 +40,9 @@ def create(state: SandboxState, limiter: RateLimiter, params: Params) -> dict[st
     request = create_input(params, state.clock.now())
     state.device(request.device_id)
     limiter.check_device("create", request.device_id)
-    return {"access_code": state.render(state.create(request))}
+    code = state.render(state.create(request))
+    # Seam's spec requires the attempt next to the code; it is pending until programmed.
+    return {"access_code": code, "action_attempt": _action_attempt(state, "CREATE_ACCESS_CODE")}
 
 
 def get(state: SandboxState, limiter: RateLimiter, params: Params) -> dict[str, Any]:
@@ -93,11 +95,15 @@ def delete(state: SandboxState, limiter: RateLimiter, params: Params) -> dict[st
 def list_devices(state: SandboxState, limiter: RateLimiter, params: Params) -> dict[str, Any]:
     wanted = str_list(params, "device_ids")
     devices = [d for d in state.devices.values() if wanted is None or d.spec.id in wanted]
-    return {"devices": [state.render_device(d) for d in devices]}
+    # Every lock fits one page (the spec requires `pagination` all the same).
+    return {"devices": [state.render_device(d) for d in devices], "pagination": _ONE_PAGE}
 
 
 def get_device(state: SandboxState, limiter: RateLimiter, params: Params) -> dict[str, Any]:
     return {"device": state.render_device(state.device(required_str(params, "device_id")))}
+
+
+_ONE_PAGE = {"has_next_page": False, "next_page_cursor": None, "next_page_url": None}
 
 
 def _action_attempt(state: SandboxState, action_type: str) -> dict[str, Any]:

@@ -17,15 +17,16 @@ import random
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
 from seam_sandbox.clock import SandboxClock
-from seam_sandbox.codes import AccessCode, Mutation
+from seam_sandbox.codes import AccessCode, Change, Mutation
 from seam_sandbox.errors import SeamError, access_code_not_found, device_not_found
 from seam_sandbox.errors import duplicate_access_code as duplicate
 from seam_sandbox.events import EventLog, snapshot
-from seam_sandbox.faults import DeviceFaults, Timeline, issue
+from seam_sandbox.faults import DeviceFaults, Timeline, iso, issue
 from seam_sandbox.scenario import DeviceSpec, Scenario
 from seam_sandbox.validation import CreateInput, UpdateInput
 from seam_sandbox.webhooks import WebhookRegistry
@@ -100,21 +101,28 @@ class SandboxState:
         now, spec = self.now(), device.spec
         offline = device.faults.offline(now)
         errors = [issue(f.code, self.timeline.iso(f.start)) for f in offline]
+        name = spec.name or spec.id
+        # Every field Seam's OpenAPI spec requires of a device; `device_type` must be one of
+        # its enum, so the sandbox's locks pass as August locks (the fake's seed does too).
         return {
             "device_id": spec.id,
-            "device_type": "sandbox_lock",
-            "display_name": spec.name or spec.id,
+            "device_type": "august_lock",
+            "display_name": name,
             "workspace_id": self.scenario.workspace_id,
             "connected_account_id": "sandbox_connected_account",
             "created_at": self.timeline.iso(0.0),
             "is_managed": True,
             "can_program_online_access_codes": True,
+            "capabilities_supported": ["access_code", "lock"],
+            "space_ids": [],
+            "custom_metadata": {},
             "properties": {
-                "name": spec.name or spec.id,
+                "name": name,
                 "online": not offline,
                 "manufacturer": "sandbox",
+                "appearance": {"name": name},
+                "model": {"display_name": "Sandbox lock", "manufacturer_display_name": "Sandbox"},
                 "supported_code_lengths": [spec.code_length],
-                "max_active_codes_supported": None,
             },
             "errors": errors,
             "warnings": [],
@@ -210,16 +218,20 @@ class SandboxState:
         if req.code is not None and req.code != code.code:
             if any(c.code == req.code for c in self.live_codes(code.device_id)):
                 raise duplicate(code.device_id)
+            pins: Change = {"code": code.code}, {"code": req.code}
             code.code = req.code
-            self._mutate(code, "updating_code", now)
+            self._mutate(code, "updating_code", now, pins)
         if req.name is not None and req.name != code.name:
+            names: Change = {"name": code.name}, {"name": req.name}
             code.name = req.name
-            self._mutate(code, "updating_name", now)
+            self._mutate(code, "updating_name", now, names)
         if req.changes_time_frame:
+            frame = {"starts_at": code.starts_at, "ends_at": code.ends_at}
             code.starts_at, code.ends_at = req.starts_at, req.ends_at
+            frame_change = frame, {"starts_at": code.starts_at, "ends_at": code.ends_at}
             if now < code.program_from:  # still deferred: re-plan when programming starts
                 self._replan(code, now)
-            self._mutate(code, "updating_time_frame", now)
+            self._mutate(code, "updating_time_frame", now, _rendered(frame_change))
 
     def delete(self, code: AccessCode) -> None:
         if code.deleted_at is None:
@@ -227,10 +239,12 @@ class SandboxState:
             code.deleted_at = self._mutate(code, "deleting", now)
             self.events.plan(code, now)
 
-    def _mutate(self, code: AccessCode, mutation_code: str, now: float) -> float:
+    def _mutate(
+        self, code: AccessCode, mutation_code: str, now: float, change: Change | None = None
+    ) -> float:
         faults = self.devices[code.device_id].faults
         done = faults.finish(now, faults.spec.latency.sample(self._latency))
-        code.mutations.append(Mutation(mutation_code, now, done))
+        code.mutations.append(Mutation(mutation_code, now, done, change))
         return done
 
     def _replan(self, code: AccessCode, now: float) -> None:
@@ -240,3 +254,9 @@ class SandboxState:
         if code.terminal_error is None:
             faults = self.devices[code.device_id].faults
             code.scheduled_at = faults.finish(code.program_from, code.latency)
+
+
+def _rendered(change: tuple[dict[str, datetime | None], dict[str, datetime | None]]) -> Change:
+    """A time frame change as Seam shows it in `from` / `to`: ISO times or null."""
+    before, after = ({k: iso(v) if v else None for k, v in side.items()} for side in change)
+    return before, after

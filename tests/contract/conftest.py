@@ -1,8 +1,8 @@
 """Contract fixtures: one session-wide Seam fake, a fresh sandbox per test, clients for either.
 
 Without node/npm (or when npm cannot install the fake) the `seam_fake` cases are skipped with
-the reason, and the sandbox cases still run. In CI (`CI` set) that is a failure instead: the
-contract must actually be checked there.
+the reason, and the sandbox cases still run; so are the checks against Seam's OpenAPI spec. In
+CI (`CI` set) that is a failure instead: the contract must actually be checked there.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from seam_servers import (
     Server,
     install_fake,
 )
+from seam_spec import SeamSpec, load_openapi
 
 from worker.limiter import Budgets, Limiter, Rate
 from worker.seam import SeamClient
@@ -44,6 +45,17 @@ def seam_fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeSeam]:
         yield fake
     finally:
         fake.stop()
+
+
+@pytest.fixture(scope="session")
+def seam_spec() -> SeamSpec:
+    """Seam's OpenAPI spec from npm `@seamapi/types` (installed and exported once, cached)."""
+    try:
+        return SeamSpec(load_openapi())
+    except FakeUnavailable as exc:
+        if _in_ci():
+            pytest.fail(f"{exc} (CI is set: the spec checks must not be skipped)", pytrace=False)
+        pytest.skip(f"Seam's OpenAPI spec is unavailable: {exc}")
 
 
 @pytest.fixture(params=["sandbox", "seam_fake"])

@@ -132,7 +132,7 @@ class FakeSeam:
         env = {**os.environ, "PORT": str(port), "NODE_ENV": "production"}
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [_node(), str(server_js), "--seed"], env=env, stdout=out, stderr=subprocess.STDOUT
+                [node(), str(server_js), "--seed"], env=env, stdout=out, stderr=subprocess.STDOUT
             )
         url = f"http://127.0.0.1:{port}"
         try:
@@ -182,36 +182,41 @@ class FakeServer(Server):
 
 def install_fake(cache: Path = FAKE_CACHE, timeout: float = 100.0) -> Path:
     """The fake's server.js, npm-installed into `cache` unless that version is already there."""
+    return install_npm(FAKE_PACKAGE, FAKE_VERSION, cache, _SEAM_FAKE_JS, timeout)
+
+
+def install_npm(package: str, version: str, cache: Path, entry: Path, timeout: float) -> Path:
+    """`cache/entry` of `package@version`, npm-installed into `cache` unless already there."""
     node, npm = which("node"), which("npm")
     if node is None or npm is None:
-        raise FakeUnavailable("Seam's fake needs node and npm on PATH")
+        raise FakeUnavailable(f"{package} needs node and npm on PATH")
     _check_node_version()
     cache.mkdir(parents=True, exist_ok=True)
     # Two pytest sessions may start at once: one installs, the other waits, then reuses it.
     with (cache / ".install.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if _installed_version(cache) != FAKE_VERSION:
-            _npm_install(npm, cache, timeout)
-    return cache / _SEAM_FAKE_JS
+        if _installed_version(cache, package, entry) != version:
+            _npm_install(npm, cache, package, version, entry, timeout)
+    return cache / entry
 
 
-def _npm_install(npm: str, cache: Path, timeout: float) -> None:
-    command = [
-        npm,
-        "install",
-        "--prefix",
-        str(cache),
-        "--no-audit",
-        "--no-fund",
-        f"{FAKE_PACKAGE}@{FAKE_VERSION}",
-    ]
+def _npm_install(
+    npm: str, cache: Path, package: str, version: str, entry: Path, timeout: float
+) -> None:
+    command = [npm, "install", "--prefix", str(cache), "--no-audit", "--no-fund"]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        done = subprocess.run(
+            [*command, f"{package}@{version}"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
-        raise FakeUnavailable(f"npm install of {FAKE_PACKAGE} took over {timeout:.0f}s") from None
-    if done.returncode != 0 or _installed_version(cache) != FAKE_VERSION:
+        raise FakeUnavailable(f"npm install of {package} took over {timeout:.0f}s") from None
+    if done.returncode != 0 or _installed_version(cache, package, entry) != version:
         raise FakeUnavailable(
-            f"npm install of {FAKE_PACKAGE}@{FAKE_VERSION} failed "
+            f"npm install of {package}@{version} failed "
             f"({done.returncode}): {_npm_error(done.stderr or done.stdout)}"
         )
 
@@ -222,28 +227,28 @@ def _npm_error(output: str) -> str:
     return "; ".join([line for line in lines if line and not line.startswith("at ")][:4])
 
 
-def _installed_version(cache: Path) -> str | None:
-    manifest = cache / "node_modules" / FAKE_PACKAGE / "package.json"
-    if not (cache / _SEAM_FAKE_JS).is_file() or not manifest.is_file():
+def _installed_version(cache: Path, package: str, entry: Path) -> str | None:
+    manifest = cache / "node_modules" / package / "package.json"
+    if not (cache / entry).is_file() or not manifest.is_file():
         return None
     version = json.loads(manifest.read_text(encoding="utf-8")).get("version")
     return str(version) if version else None
 
 
-def _node() -> str:
+def node() -> str:
     node = which("node")
     if node is None:
-        raise FakeUnavailable("Seam's fake needs node on PATH")
+        raise FakeUnavailable("Seam's npm packages need node on PATH")
     return node
 
 
 def _check_node_version() -> None:
     version = subprocess.run(
-        [_node(), "--version"], capture_output=True, text=True, check=False
+        [node(), "--version"], capture_output=True, text=True, check=False
     ).stdout.strip()
     major = version.lstrip("v").split(".")[0]
     if not major.isdigit() or int(major) < _MIN_NODE:
-        raise FakeUnavailable(f"Seam's fake needs node >= {_MIN_NODE}, found {version!r}")
+        raise FakeUnavailable(f"Seam's npm packages need node >= {_MIN_NODE}, found {version!r}")
 
 
 def _free_port() -> int:
