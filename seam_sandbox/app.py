@@ -41,6 +41,13 @@ WRITE_ROUTES = (
     frozenset({"/access_codes/create", "/access_codes/update", "/access_codes/delete"})
     | event_routes.WRITE_ROUTES
 )
+# Methods beyond POST (and GET on reads) that Seam's OpenAPI spec gives a route; its SDK
+# updates with PATCH and deletes with DELETE (parameters in the query string).
+_MORE_METHODS = {
+    "/access_codes/update": frozenset({"PUT", "PATCH"}),
+    "/access_codes/delete": frozenset({"DELETE"}),
+    "/webhooks/delete": frozenset({"DELETE"}),
+}
 LIST_PARAMS = frozenset({"access_code_ids", "device_ids"}) | event_routes.LIST_PARAMS
 ROUTES = handlers.ROUTES | event_routes.ROUTES
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -103,7 +110,7 @@ class SeamApp:
             return JSONResponse({"ok": True, "msg": "seam sandbox is up"})
         if not _known(route):
             raise SeamError(404, "not_found", f"No route {route}")
-        if request.method != "POST" and not (request.method == "GET" and route in READ_ROUTES):
+        if request.method not in allowed_methods(route):
             raise SeamError(405, "method_not_allowed", f"{request.method} not allowed on {route}")
         self._authenticate(request)
         outage = self.chaos.outage(self.state.now(), route)
@@ -144,6 +151,12 @@ def _link_next_page(request: Request, params: dict[str, Any], body: dict[str, An
     pagination["next_page_url"] = str(request.url.replace(query=urlencode(query)))
 
 
+def allowed_methods(route: str) -> frozenset[str]:
+    """The HTTP methods Seam accepts on `route`."""
+    reads = frozenset({"GET"}) if route in READ_ROUTES else frozenset()
+    return frozenset({"POST"}) | reads | _MORE_METHODS.get(route, frozenset())
+
+
 def _known(route: str) -> bool:
     return route in READ_ROUTES or route in WRITE_ROUTES
 
@@ -153,7 +166,7 @@ async def _discard(message: Message) -> None:
 
 
 async def _params(request: Request) -> dict[str, Any]:
-    if request.method == "GET":
+    if request.method == "GET" or (request.method == "DELETE" and request.query_params):
         params: dict[str, Any] = {}
         for key, value in request.query_params.multi_items():
             if key.removesuffix("[]") in LIST_PARAMS:

@@ -16,6 +16,7 @@ from seam_spec import SeamSpec
 from spec_client import SpecClient
 
 from seam_sandbox import DeviceSpec, Fault, Latency, Sandbox, SandboxClock, Scenario
+from seam_sandbox.app import allowed_methods
 
 pytestmark = pytest.mark.anyio
 START = datetime(2030, 1, 1, tzinfo=UTC)
@@ -214,3 +215,15 @@ def test_the_spec_check_catches_a_broken_event(seam_spec: SeamSpec) -> None:
     }  # fmt: skip
     assert any("access_code_id" in p for p in seam_spec.event_errors(event))
     assert seam_spec.event_errors(event | {"event_type": "access_code.exploded"})
+
+
+OUR_ROUTES = [f"/access_codes/{r}" for r in CODE_ROUTES] + [
+    "/devices/list", "/devices/get", "/events/list", "/events/get",
+    "/webhooks/create", "/webhooks/list", "/webhooks/get", "/webhooks/delete",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("route", OUR_ROUTES)
+def test_sandbox_accepts_the_methods_the_spec_gives(seam_spec: SeamSpec, route: str) -> None:
+    """Each route we serve takes exactly the HTTP methods Seam's spec gives it."""
+    assert allowed_methods(route) == seam_spec.methods(route)

@@ -212,7 +212,7 @@ async def test_devices_get_unknown_is_device_not_found(client: httpx.AsyncClient
 async def test_other_methods_are_not_allowed(
     client: httpx.AsyncClient, method: str, route: str
 ) -> None:
-    """Methods other than POST (and GET on reads) are 405 method_not_allowed."""
+    """Methods Seam does not accept on a route (per its spec) are 405 method_not_allowed."""
     response = await client.request(method, route)
     assert response.status_code == 405
     assert response.json()["error"]["type"] == "method_not_allowed"
