@@ -17,6 +17,7 @@ import json
 import time
 from dataclasses import dataclass
 
+from arq.constants import in_progress_key_prefix
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
@@ -80,9 +81,10 @@ class Outcome:
 # One call per event. KEYS: the event's de-dup key, the counts hash, the index to look in (the
 # code's booking id, or the lock's set of stays), arq's queue. ARGV: de-dup TTL s, the summary
 # to keep, the key prefix, now in ms (arq's scores), 'code' or 'device', the access code or
-# device id. Returns {0} a duplicate (nothing else done), {1} no stay of ours holds it, or {2,
-# booking ids woken, booking ids concerned}. Stay records and job ids are read by name from the
-# index's booking ids (not declared in KEYS: fine on one Redis or Sentinel, not on a Cluster).
+# device id, arq's in-progress key prefix. Returns {0} a duplicate (nothing else done), {1} no
+# stay of ours holds it, or {2, booking ids woken, booking ids concerned}. Stay records, job ids
+# and wake marks are named from the index's booking ids (not declared in KEYS: fine on one Redis
+# or Sentinel, not on a Cluster).
 # A stay is woken only if its next job `<prefix>:<booking_id>:<seq>` is queued with a later
 # score: moved to now, never added (a stay that is final or already due is left). A stay whose
 # step is running, or has committed and not yet queued its next job, gets a wake mark
@@ -125,7 +127,7 @@ for _, id in ipairs(ids) do
     else
       local job = ARGV[3] .. ':' .. id .. ':' .. tostring(doc['seq'])
       local score = redis.call('ZSCORE', KEYS[4], job)
-      if not score or redis.call('EXISTS', 'arq:in-progress:' .. job) == 1 then
+      if not score or redis.call('EXISTS', ARGV[7] .. job) == 1 then
         -- A step is running (or between its commit and its next job): it may have read the
         -- code before this event. Its unlock moves the next job to now (jobs/pipeline.py).
         redis.call('SET', ARGV[3] .. ':wake:' .. id, '1', 'EX', 3600)
@@ -162,9 +164,11 @@ class Events:
     async def take(self, event: SeamEvent, *, now_ms: int | None = None) -> Outcome:
         """Record `event` once and wake the stays it concerns (see the module docstring)."""
         routed = _route(event)
-        if routed is None:
-            await self.count("received", "ignored_type")
-            return Outcome("ignored_type")
+        if routed is None:  # recorded too: the feed's overlap and Svix's resends come again
+            key = f"{self.prefix}:event:{event.event_id}"
+            fresh = await self.redis.set(key, _summary(event), nx=True, ex=DEDUP_SECONDS)
+            await self.count("received", "ignored_type" if fresh else "duplicate")
+            return Outcome("ignored_type" if fresh else "duplicate")
         mode, key_id = routed
         index = (
             code_index_key(self.prefix, key_id)
@@ -173,7 +177,8 @@ class Events:
         )
         keys = [f"{self.prefix}:event:{event.event_id}", self.counts_key, index, self.queue]
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms  # arq's clock: wall time
-        args: list[str | int] = [DEDUP_SECONDS, _summary(event), self.prefix, now_ms, mode, key_id]
+        args: list[str | int] = [DEDUP_SECONDS, _summary(event), self.prefix, now_ms, mode, key_id,
+                                 in_progress_key_prefix]
         found = await self._take(keys=keys, args=args)
         if found[0] == _DUP:
             return Outcome("duplicate")
