@@ -33,14 +33,17 @@ LIST = "/events/list"
 
 
 @asynccontextmanager
-async def feeds(rig: Rig, count: int = 1, **options: Any) -> AsyncIterator[list[EventsFeed]]:
+async def feeds(
+    rig: Rig, count: int = 1, transport: Callable[[], httpx.AsyncBaseTransport] | None = None,
+    **options: Any,
+) -> AsyncIterator[list[EventsFeed]]:
     """`count` feeds, as `count` workers would have them, on the rig's Redis and sandbox."""
     async with AsyncExitStack() as stack:
         made = []
         for n in range(count):
             seam = SeamClient(rig.settings.seam_endpoint, rig.sandbox.api_key,
                               limiter=shared_limiter(rig.pool, rig.settings),
-                              transport=rig.transport())
+                              transport=(transport or rig.transport)())
             stack.push_async_callback(seam.aclose)
             events = Events(rig.pool, "codeprov", rig.settings.queue_name)
             made.append(EventsFeed(rig.pool, seam, events, f"worker-{n}", rig.sandbox.clock.now,
@@ -67,6 +70,76 @@ class WithJunk(httpx.AsyncBaseTransport):
         body = json.loads(await answer.aread())
         body["events"] = ["junk", {"event_type": "access_code.created"}, *body["events"]]
         return httpx.Response(answer.status_code, json=body)
+
+
+class NewestFirst(httpx.AsyncBaseTransport):
+    """A Seam that lists /events/list newest first (its order is undocumented), paged the same."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path != LIST:
+            return await self.inner.handle_async_request(request)
+        asked = json.loads(request.content)
+        limit, offset = asked.pop("limit", 500), asked.pop("unstable_offset", 0)
+        whole = httpx.Request("POST", request.url, headers=request.headers,
+                              json={**asked, "limit": 100_000})
+        answer = await self.inner.handle_async_request(whole)
+        body = json.loads(await answer.aread())
+        ordered = sorted(body["events"], key=lambda e: e["occurred_at"], reverse=True)
+        body["events"] = ordered[offset:offset + limit]
+        return httpx.Response(answer.status_code, json=body)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def backlog(rig: Rig) -> set[str]:
+    """Seven stays' codes made and waiting: the sandbox's events about them, by id."""
+    for n in range(7):
+        await rig.enqueue(rig.stay(f"B{n}", device=n % 3, days_ahead=10))
+
+    async def all_waiting() -> bool:
+        return all([(await rig.state(f"B{n}")).state is Phase.WAITING for n in range(7)])
+
+    await rig.run_until(all_waiting)
+    ids = {str(e["event_id"]) for e in rig.sandbox.events()}
+    assert len(ids) >= 7
+    return ids
+
+
+async def recorded(redis: Redis, ids: set[str]) -> set[str]:
+    return {i for i in ids if await redis.exists(f"codeprov:event:{i}")}
+
+
+async def drain(feed: EventsFeed) -> int:
+    """Poll until a poll is not cut short; how many polls that took."""
+    polls = 1
+    first = await feed.tick()
+    assert first is not None and first["truncated"] == 1  # the backlog is over one poll
+    while (tally := await feed.tick()) is not None and tally["truncated"]:
+        polls += 1
+        assert polls < 50
+    return polls
+
+
+@pytest.mark.parametrize("newest_first", [False, True], ids=["oldest-first", "newest-first"])
+async def test_a_backlog_over_one_poll_is_read_whole(
+    redis: Redis, redis_url: str, newest_first: bool
+) -> None:
+    """A backlog larger than one poll's pages is read over bounded polls without skipping an
+    event, whichever order Seam lists in and with the overlap on."""
+    scenario = Scenario(devices=[DeviceSpec(id=f"lock-{n}", latency=Latency.fixed(0.2))
+                                 for n in range(3)])
+    async with Rig(redis_url, scenario, overrides={"events_poll": 0}) as rig:
+        ids = await backlog(rig)
+        transport = (lambda: NewestFirst(rig.transport())) if newest_first else None
+        async with feeds(rig, transport=transport, limit=2, max_pages=2) as (feed,):
+            await drain(feed)
+            assert await recorded(redis, ids) == ids
+            assert (await feed.tick()) is not None  # later polls go on from where it ended
+        assert await recorded(redis, ids) == ids
 
 
 async def waiting_stay(rig: Rig, booking_id: str = "B1") -> str:

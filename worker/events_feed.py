@@ -12,8 +12,10 @@ to the one event path (`jobs.events.Events.take`), as the webhook receiver does.
 - **Catch-up:** a `since` older than `catch_up` (a feed that was off, a first start) is moved
   to `catch_up` ago: older events are about stays whose checks have long run anyway.
 - **Paging:** `limit` + `unstable_offset`, at most `max_pages` per poll. Seam does not document
-  the order; when the bound is hit, `since` moves to the newest seen (no overlap), so a backlog
-  larger than one poll is read over the next polls instead of the same pages again.
+  the order. Cut short oldest first, the next poll goes on from the newest seen (less the
+  overlap, unless that would not move it); cut short newest first, the next polls read
+  backwards (`between` since and the oldest read, `{prefix}:events:window`) until they reach
+  `since`, which then moves on: no event between is skipped either way.
 - **Failures:** a Seam error or a Redis outage is logged once per outage (`events_feed.failed`)
   and the next interval polls again; an event that is not one is counted `ignored_not_event`;
   a crash is logged (`events_feed.crashed`), reported, and the feed restarted with backoff.
@@ -26,7 +28,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -36,6 +38,7 @@ from jobs.events import Events, SeamEvent
 from jobs.intake import TRANSIENT
 from worker.deps import Clock
 from worker.errors import RateLimitWait, SeamError
+from worker.events_cursor import Seen, Window, parse_time, window_key
 from worker.logs import get_logger
 from worker.seam import SeamClient
 from worker.supervise import Report, supervise
@@ -66,6 +69,8 @@ def lease_key(prefix: str) -> str:
 
 def since_key(prefix: str) -> str:
     return f"{prefix}:events:since"
+
+
 
 
 @dataclass
@@ -114,30 +119,38 @@ class EventsFeed:
         return await self.poll()
 
     async def poll(self) -> Counter[str]:
-        """Read every page from `since`, take each event, and move `since` on."""
-        since = await self.read_since()
+        """Read every page from `since` (or the backward window), take each event, move on."""
+        since, window = await self.read_since(), await self.read_window()
         tally: Counter[str] = Counter()
-        newest: datetime | None = None
+        seen = Seen()
         for page in range(self.max_pages):
             if page and not await self.hold():
-                break  # the lease went to another worker mid-poll: it goes on from `since`
-            items = await self.seam.list_events(since, limit=self.limit, offset=page * self.limit)
+                tally["truncated"] += 1  # the lease went to another worker mid-poll
+                break
+            items = await self.seam.list_events(
+                since, limit=self.limit, offset=page * self.limit,
+                until=window.until if window else None,
+            )
             tally["pages"] += 1
             for item in items:
-                newest = _later(newest, await self._take(item, tally))
+                seen.add(await self._take(item, tally))
             if len(items) < self.limit:
                 break
         else:
             tally["truncated"] += 1
-        await self._advance(since, newest, truncated=bool(tally["truncated"]))
+        await self._advance(since, seen, window, truncated=bool(tally["truncated"]))
         self.polls += 1
         get_logger().debug("events_feed.polled", since=since.isoformat(), **tally)
         return tally
 
+    async def read_window(self) -> Window | None:
+        raw = await self.redis.get(window_key(self.prefix))
+        return None if raw is None else Window.parse(raw)
+
     async def read_since(self) -> datetime:
         """Where this poll starts: the stored `since`, never before `catch_up` ago."""
         floor = self.clock() - timedelta(seconds=self.catch_up)
-        stored = _parse_time(await self.redis.get(since_key(self.prefix)))
+        stored = parse_time(await self.redis.get(since_key(self.prefix)))
         return floor if stored is None or stored < floor else stored
 
     async def _take(self, item: Any, tally: Counter[str]) -> datetime | None:
@@ -152,14 +165,45 @@ class EventsFeed:
         tally["events"] += 1
         tally[outcome.kind] += 1
         tally["woken"] += len(outcome.woken)
-        return _parse_time(event.occurred_at)
+        return parse_time(event.occurred_at)
 
-    async def _advance(self, since: datetime, newest: datetime | None, *, truncated: bool) -> None:
-        if newest is None:
+    async def _advance(
+        self, since: datetime, seen: Seen, window: Window | None, *, truncated: bool
+    ) -> None:
+        """Where the next poll starts. Seam does not document its order: pages that came newest
+        first and were cut short leave older events unread, so the next polls read backwards
+        (`between` since and the oldest read) before `since` moves on to `resume`."""
+        overlap = timedelta(seconds=self.overlap)
+        if seen.newest is None or seen.oldest is None:
+            if window is not None and not truncated:
+                await self._close_window(since, window)
             return  # nothing seen: the same since again (read_since's floor ages it)
-        start = newest if truncated else newest - timedelta(seconds=self.overlap)
-        if start > since:
-            await self.redis.set(since_key(self.prefix), start.isoformat())
+        if truncated and seen.newest_first:
+            resume = window.resume if window else seen.newest - overlap
+            # 1 ms past the oldest read: `between` excludes its ends, events at that instant stay
+            until = Window(until=seen.oldest + timedelta(milliseconds=1), resume=resume)
+            await self.redis.set(window_key(self.prefix), until.dump())
+        elif window is not None and not truncated:
+            await self._close_window(since, window)
+        else:
+            start = seen.newest - overlap
+            if truncated and start <= since:
+                start = seen.newest  # a page of events all within the overlap: move on anyway
+            if truncated and start <= since:
+                # More events at one instant than a poll reads: past them, or never on again.
+                start = since + timedelta(milliseconds=1)
+                get_logger().warning("events_feed.skipped", at=since.isoformat(),
+                                     message="more events at one instant than one poll reads")
+            if start > since:
+                await self.redis.set(since_key(self.prefix), start.isoformat())
+
+    async def _close_window(self, since: datetime, window: Window) -> None:
+        """The backward read reached `since`: everything up to `resume` has been read."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if window.resume > since:
+                pipe.set(since_key(self.prefix), window.resume.isoformat())
+            pipe.delete(window_key(self.prefix))
+            await pipe.execute()
 
     async def run(self, on_running: Callable[[], None] = lambda: None) -> None:
         """Poll every interval until cancelled; Seam and Redis failures never end it."""
@@ -207,17 +251,6 @@ def start_feed(feed: EventsFeed, report: Report) -> Callable[[], Awaitable[None]
             get_logger().debug("events_feed.release_failed")
 
     return stop
-
-
-def _parse_time(value: bytes | str | None) -> datetime | None:
-    if value is None:
-        return None
-    text = value.decode() if isinstance(value, bytes) else value
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:

@@ -128,13 +128,17 @@ class SeamClient:
         return [c for c in codes if c.device_id == device_id]
 
     async def list_events(
-        self, since: datetime, *, limit: int = 500, offset: int = 0
+        self, since: datetime, *, limit: int = 500, offset: int = 0, until: datetime | None = None
     ) -> list[Any]:
-        """One page of the workspace's events from `since` (inclusive): Seam has no cursor, only
-        `limit` and `unstable_offset`. Items are returned as Seam sent them (the caller
-        validates each: one bad event must not lose the page)."""
+        """One page of the workspace's events from `since` (inclusive), or `between` since and
+        `until`: Seam has no cursor, only `limit` and `unstable_offset`. Items are returned as
+        Seam sent them (the caller validates each: one bad event must not lose the page)."""
         route = "/events/list"
-        payload: dict[str, Any] = {"since": since.isoformat(), "limit": limit}
+        payload: dict[str, Any] = (
+            {"since": since.isoformat(), "limit": limit}
+            if until is None
+            else {"between": [since.isoformat(), until.isoformat()], "limit": limit}
+        )
         if offset:
             payload["unstable_offset"] = offset
         body = await self._call(route, payload)
