@@ -16,6 +16,7 @@ from worker.seam_models import AccessCode
 
 NEAR_LOOKS = 4  # looks at E·r^k near the expected time, before they spread by FAR_FACTOR
 FAR_FACTOR = 1.5
+Seen = dict[str, dict[str, tuple[str, datetime]]]  # per kind: condition -> (message, since)
 
 
 def observe(step: Step, code: AccessCode) -> None:
@@ -23,13 +24,7 @@ def observe(step: Step, code: AccessCode) -> None:
     s.checks += 1
     s.code = code.code or s.code
     seen = current(code, now)
-    snaps = {"error": s.errors, "warning": s.warnings, "mutation": s.mutations}
-    for kind, before in snaps.items():
-        for t in diff(kind, before, seen[kind]):
-            _log_transition(step, t)
-    s.errors = snapshot(seen["error"], s.errors)
-    s.warnings = snapshot(seen["warning"], s.warnings)
-    s.mutations = snapshot(seen["mutation"], s.mutations)
+    _record(step, seen, ("error", "warning", "mutation"))
     terminal = sorted(c for c in s.errors if classify(c) is Severity.TERMINAL)
     if code.is_scheduled and not s.to_delete:
         _scheduled(step, code)
@@ -72,19 +67,30 @@ def watch_removal(step: Step, codes: list[AccessCode]) -> None:
     code, so its snapshots hold those of the codes being removed (`failed_to_remove_from_device`,
     `delay_in_removing_from_device`, a lock offline...).
     """
-    s = step.state
-    seen: dict[str, dict[str, tuple[str, datetime]]] = {"error": {}, "warning": {}}
+    seen: Seen = {"error": {}, "warning": {}}
     owner: dict[str, str] = {}
     for code in codes:
         for kind, found in current(code, step.now).items():
             if kind in seen:
                 seen[kind].update(found)
                 owner.update(dict.fromkeys(found, code.access_code_id))
-    for kind, before in (("error", s.errors), ("warning", s.warnings)):
-        for t in diff(kind, before, seen[kind]):
-            _log_transition(step, t, owner.get(t.code))
-    s.errors = snapshot(seen["error"], s.errors)
-    s.warnings = snapshot(seen["warning"], s.warnings)
+    _record(step, seen, ("error", "warning"), owner)
+
+
+def _record(
+    step: Step, seen: Seen, kinds: tuple[str, ...], owner: dict[str, str] | None = None
+) -> None:
+    """Log what appeared and cleared since the stored snapshots of `kinds`, then store `seen`.
+
+    `owner`: which code each condition is on, when it is not the stay's current code.
+    """
+    s = step.state
+    stored = {"error": s.errors, "warning": s.warnings, "mutation": s.mutations}
+    for kind in kinds:
+        for t in diff(kind, stored[kind], seen[kind]):
+            _log_transition(step, t, (owner or {}).get(t.code))
+        stored[kind] = snapshot(seen[kind], stored[kind])
+    s.errors, s.warnings, s.mutations = stored["error"], stored["warning"], stored["mutation"]
 
 
 def _log_transition(step: Step, t: Transition, access_code_id: str | None = None) -> None:
@@ -218,7 +224,7 @@ def _removal_at_risk(step: Step) -> None:
     grace = step.deps.settings.schedule_deadline
     if s.at_risk_logged or not s.to_delete:
         return
-    if not _reached(step, (s.changed_at or s.enqueued_at) + timedelta(seconds=grace / 2)):
+    if not _reached(step, removal_deadline(s, grace / 2)):
         return
     s.at_risk_logged = True
     step.emit(
