@@ -8,15 +8,12 @@ SDK would poll after each write.
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sandbox_process import serving
 from seam.exceptions import SeamHttpApiError
 from seam.seam import Seam
 
@@ -26,17 +23,8 @@ SCENARIO = "device_count: 2\ndevice_defaults: {latency: {kind: fixed, seconds: 0
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A `python -m seam_sandbox` subprocess on 127.0.0.1; yields its announcement line."""
-    scenario = tmp_path_factory.mktemp("sdk") / "scenario.yaml"
-    scenario.write_text(SCENARIO)
-    command = [sys.executable, "-m", "seam_sandbox", "--scenario", str(scenario)]
-    command += ["--host", "127.0.0.1", "--port", "0"]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
-        try:
-            assert process.stdout is not None
-            yield json.loads(process.stdout.readline())
-        finally:
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=10) == 0
+    with serving(SCENARIO, tmp_path_factory.mktemp("sdk")) as announced:
+        yield announced
 
 
 @pytest.fixture

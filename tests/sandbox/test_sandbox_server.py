@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sandbox_process import serving
 
 SCENARIO = """
 device_count: 2
@@ -23,16 +20,8 @@ drops:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A `python -m seam_sandbox` subprocess on a free port; yields its announcement line."""
-    scenario = tmp_path / "scenario.yaml"
-    scenario.write_text(SCENARIO)
-    command = [sys.executable, "-m", "seam_sandbox", "--scenario", str(scenario), "--port", "0"]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
-        try:
-            assert process.stdout is not None
-            yield json.loads(process.stdout.readline())
-        finally:
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=10) == 0
+    with serving(SCENARIO, tmp_path) as announced:
+        yield announced
 
 
 def test_serve_announces_itself_and_answers_over_tcp(served: dict[str, Any]) -> None:
