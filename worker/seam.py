@@ -31,7 +31,7 @@ from worker.seam_answers import (
     raise_for_answer,
     request_id,
 )
-from worker.seam_models import AccessCode, GeneratedCode
+from worker.seam_models import AccessCode, Device, GeneratedCode
 
 # How long a 429 on a write pauses the whole workspace (its device waits out all of the pause).
 WRITE_429_PAUSE = 1.0
@@ -74,9 +74,13 @@ class SeamClient:
         starts_at: datetime | None,
         ends_at: datetime | None,
         reserved: bool = False,
+        use_backup_pool: bool = False,
     ) -> AccessCode:
-        """`reserved`: the device's create token was reserved (`Limiter.reserve`) and is due."""
+        """`reserved`: the device's create token was reserved (`Limiter.reserve`) and is due.
+        `use_backup_pool`: ask Seam to keep backup codes for this one (time-bound codes only)."""
         payload: dict[str, Any] = {"device_id": device_id, "code": code, "name": name}
+        if use_backup_pool:
+            payload["use_backup_access_code_pool"] = True
         # Each bound on its own: a half time frame must be Seam's 400, never an ongoing code.
         if starts_at is not None:
             payload["starts_at"] = starts_at.isoformat()
@@ -90,6 +94,27 @@ class SeamClient:
     async def get_access_code(self, access_code_id: str) -> AccessCode:
         body = await self._call("/access_codes/get", {"access_code_id": access_code_id})
         return parse(AccessCode, body, "access_code", "/access_codes/get")
+
+    async def pull_backup_access_code(self, access_code_id: str) -> AccessCode:
+        """The backup code Seam hands out for a code that will not set (one from the lock's
+        pool, already on it). Safe to retry: a second pull for one code returns the same backup.
+
+        Seam's docs show the answer under `backup_access_code`, its SDKs read `access_code`:
+        whichever holds the backup (`is_backup`, or at least not the original) is taken.
+        """
+        route = "/access_codes/pull_backup_access_code"
+        body = await self._call(route, {"access_code_id": access_code_id})
+        for field in ("backup_access_code", "access_code"):
+            if isinstance(body.get(field), dict):
+                found = parse(AccessCode, body, field, route)
+                if found.is_backup or (found.is_backup is None
+                                       and found.access_code_id != access_code_id):
+                    return found
+        raise SeamProtocolError("answer lacks the backup access code", route=route)
+
+    async def get_device(self, device_id: str) -> Device:
+        body = await self._call("/devices/get", {"device_id": device_id})
+        return parse(Device, body, "device", "/devices/get")
 
     async def find_access_code(self, device_id: str, code: str) -> AccessCode | None:
         """The lock's code with this PIN (`/access_codes/get {device_id, code}`), or None.

@@ -27,9 +27,9 @@ from worker.errors import (
     SeamUnavailable,
     SeamWorkspaceError,
 )
-from worker.seam_models import AccessCode, GeneratedCode
+from worker.seam_models import AccessCode, Device, GeneratedCode
 
-M = TypeVar("M", AccessCode, GeneratedCode)
+M = TypeVar("M", AccessCode, Device, GeneratedCode)
 
 # The longest pause a Retry-After may ask for (seconds); longer ones are cut to it.
 RETRY_AFTER_MAX = 300.0

@@ -52,6 +52,10 @@ class AccessCode(_Tolerant):
     warnings: list[CodeWarning] = Field(default_factory=list)
     pending_mutations: list[Mutation] = Field(default_factory=list)
     is_scheduled_on_device: bool | None = None
+    # Backup codes (jobs/backup.py); absent on servers without a backup pool: None.
+    is_backup_access_code_available: bool | None = None
+    is_backup: bool | None = None
+    pulled_backup_access_code_id: str | None = None
 
     @field_validator("errors", "warnings", "pending_mutations", mode="before")
     @classmethod
@@ -87,6 +91,20 @@ class AccessCode(_Tolerant):
             if m.mutation_code == "deferring_creation" and m.scheduled_at is not None
         ]
         return min(times) if times else None
+
+
+class DeviceProperties(_Tolerant):
+    supports_backup_access_code_pool: bool | None = None  # None: not said, i.e. no pool
+
+
+class Device(_Tolerant):
+    device_id: str = Field(min_length=1)
+    properties: DeviceProperties = Field(default_factory=DeviceProperties)
+
+    @field_validator("properties", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
 
 
 class GeneratedCode(_Tolerant):

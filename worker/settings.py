@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     at_risk_margin: float = Field(3600.0, ge=0)
     transient_backoff_max: float = Field(300.0, gt=0)
     max_pin_attempts: int = Field(3, ge=1, le=20)
+    # Backup codes (jobs/backup.py): time-bound codes ask for the lock's pool; a code that will
+    # not set (or is at risk) hands the guest a backup PIN instead.
+    backup_codes: bool = False
 
     # Seam budgets, shared by every worker through Redis.
     rate_per_second: float = Field(5.0, gt=0)
