@@ -14,6 +14,7 @@ BENCHMARKS = {
     "pipeline": "bench.pipeline",
     "overhead": "bench.overhead",
     "footprint": "bench.footprint",
+    "receiver": "bench.receiver",
     "report": "bench.report",  # last: the targets table of the whole run
 }
 
