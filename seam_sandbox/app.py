@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from seam_sandbox import event_routes, handlers
+from seam_sandbox import backups, event_routes, handlers, multiple
 from seam_sandbox.errors import DroppedConnection, SeamError
 from seam_sandbox.faults import Chaos
 from seam_sandbox.ratelimit import RateLimiter
@@ -40,6 +40,8 @@ READ_ROUTES = frozenset(
 WRITE_ROUTES = (
     frozenset({"/access_codes/create", "/access_codes/update", "/access_codes/delete"})
     | event_routes.WRITE_ROUTES
+    | multiple.WRITE_ROUTES
+    | backups.WRITE_ROUTES
 )
 # Methods beyond POST (and GET on reads) that Seam's OpenAPI spec gives a route; its SDK
 # updates with PATCH and deletes with DELETE (parameters in the query string).
@@ -47,9 +49,9 @@ _MORE_METHODS = {
     "/access_codes/update": frozenset({"PUT", "PATCH"}),
     "/access_codes/delete": frozenset({"DELETE"}),
     "/webhooks/delete": frozenset({"DELETE"}),
-}
+} | multiple.MORE_METHODS
 LIST_PARAMS = frozenset({"access_code_ids", "device_ids"}) | event_routes.LIST_PARAMS
-ROUTES = handlers.ROUTES | event_routes.ROUTES
+ROUTES = handlers.ROUTES | event_routes.ROUTES | multiple.ROUTES | backups.ROUTES
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 

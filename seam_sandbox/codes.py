@@ -60,6 +60,9 @@ class AccessCode:
     is_external_modification_allowed: bool = False
     mutations: list[Mutation] = field(default_factory=list)
     deleted_at: float | None = None
+    is_backup: bool = False  # pulled from the lock's backup pool
+    pulled_backup_access_code_id: str | None = None  # the backup pulled for this code
+    pulled_at: float | None = None
 
     def gone(self, now: float, tl: Timeline) -> bool:
         """Removed from Seam: deleted, or past `ends_at` (Seam deletes expired codes)."""
@@ -77,6 +80,8 @@ class AccessCode:
         errors, warnings = faults.issues(now, self.creation_pending(now), tl)
         if self.terminal_error and now >= self.program_from + self.latency:
             errors.append(issue(self.terminal_error, tl.iso(self.program_from + self.latency)))
+        if self.pulled_at is not None:
+            warnings.append(issue("using_backup_access_code", tl.iso(self.pulled_at), warning=True))
         return {
             "access_code_id": self.access_code_id,
             "device_id": self.device_id,
@@ -98,9 +103,9 @@ class AccessCode:
             "is_one_time_use": self.is_one_time_use,
             "is_offline_access_code": False,
             "is_external_modification_allowed": self.is_external_modification_allowed,
-            "is_backup_access_code_available": False,
-            "is_backup": False,
-            "pulled_backup_access_code_id": None,
+            "is_backup_access_code_available": False,  # the pool's to say (state.render)
+            "is_backup": self.is_backup,
+            "pulled_backup_access_code_id": self.pulled_backup_access_code_id,
         }
 
     def _status(self, now: float, tl: Timeline) -> str:

@@ -59,5 +59,22 @@ def duplicate_access_code(device_id: str) -> SeamError:
     )
 
 
+def code_constraints_violated(device_id: str, lengths: list[int]) -> SeamError:
+    """A PIN the lock cannot take. Seam documents no HTTP type for it; the sandbox answers 400
+    with the name of Seam's access-code error for the same cause."""
+    allowed = ", ".join(str(n) for n in lengths)
+    return SeamError(
+        400,
+        "code_constraints_violated",
+        f"The code does not fit {device_id}'s constraints (code lengths {allowed})",
+    )
+
+
+def empty_backup_pool(message: str) -> SeamError:
+    """No backup to pull. Seam documents no HTTP answer for it (its spec lists 200/400/401);
+    the sandbox answers 400 with the name of Seam's device error for an empty pool."""
+    return SeamError(400, "empty_backup_access_code_pool", message)
+
+
 class DroppedConnection(ConnectionResetError):
     """Raised by the app to drop the connection; `server.py` turns it into a closed socket."""

@@ -70,13 +70,17 @@ class EventLog:
             else:
                 self._emit(at, event_type, self._code_fields(code, event_type, at))
 
-    def plan(self, code: AccessCode, now: float) -> None:
-        """(Re-)plan a code's coming transitions from its current plan; past ones stay done."""
+    def plan(self, code: AccessCode, now: float, skip: Iterable[str] = ()) -> None:
+        """(Re-)plan a code's coming transitions from its current plan; past ones stay done.
+
+        `skip`: transition keys that happened before Seam told anyone (a pulled backup was
+        on the lock already), so they are never emitted."""
         self.sync(now)
         self._codes[code.access_code_id] = code
         subject = code.access_code_id
         version = self._version[subject] = self._version.get(subject, 0) + 1
         done = self._done.setdefault(subject, set())
+        done.update(skip)
         for t in planned(code, self._faults[code.device_id], self._tl):
             if t.key not in done:
                 entry = (max(t.at, now), next(self._seq), subject, version, t.event_type, t.key)

@@ -19,6 +19,8 @@ _MESSAGES = {
     "failed_to_set_on_device": "Failed to set code on device; Seam will retry",
     "no_space_for_access_code_on_device": "No space for access code on device",
     "duplicate_code_on_device": "Duplicate code on device",
+    "empty_backup_access_code_pool": "No backup access codes left in the pool",
+    "using_backup_access_code": "A backup access code was pulled for this access code",
 }
 # Which flag each error carries, per Seam's OpenAPI spec (access code errors: the rest).
 _DEVICE_ERRORS = frozenset(
@@ -28,6 +30,7 @@ _DEVICE_ERRORS = frozenset(
         "hub_disconnected",
         "bridge_disconnected",
         "subscription_required",
+        "empty_backup_access_code_pool",
     }
 )
 _ACCOUNT_ERRORS = frozenset({"account_disconnected"})

@@ -11,7 +11,7 @@ import math
 import random
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -113,11 +113,28 @@ class Fault(_Model):
 
 
 class DeviceDefaults(_Model):
-    """Settings of the devices made from `device_count`."""
+    """Settings of the devices made from `device_count`.
+
+    `supported_code_lengths`: the PIN lengths the lock takes (None: any of 4-12); `taken_pins`:
+    PINs already on the lock outside Seam (a create or update to one answers 409). Backup pool
+    (Seam: every access-code lock but Salto/Lockly has one): `backup_pool_size` backups can be
+    pulled in all (the sandbox never refills the pool, so a test can empty it).
+    """
 
     latency: Latency = Latency()
     faults: list[Fault] = []
     code_length: int = Field(default=6, ge=4, le=12)
+    supported_code_lengths: list[Annotated[int, Field(ge=4, le=12)]] | None = None
+    taken_pins: list[Annotated[str, Field(pattern=r"^\d{4,12}$")]] = []
+    supports_backup_access_code_pool: bool = True
+    backup_pool_size: int = Field(default=3, ge=0)
+
+    @model_validator(mode="after")
+    def _length_supported(self) -> DeviceDefaults:
+        lengths = self.supported_code_lengths
+        if lengths is not None and self.code_length not in lengths:
+            raise ValueError("code_length must be one of supported_code_lengths")
+        return self
 
 
 class DeviceSpec(DeviceDefaults):

@@ -21,12 +21,15 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+from seam_sandbox import pins
 from seam_sandbox.clock import SandboxClock
 from seam_sandbox.codes import AccessCode, Change, Mutation
-from seam_sandbox.errors import SeamError, access_code_not_found, device_not_found
+from seam_sandbox.device_view import device_body
+from seam_sandbox.errors import SeamError, access_code_not_found, device_not_found, invalid_input
 from seam_sandbox.errors import duplicate_access_code as duplicate
 from seam_sandbox.events import EventLog, snapshot
-from seam_sandbox.faults import DeviceFaults, Timeline, iso, issue
+from seam_sandbox.faults import DeviceFaults, Timeline, iso
+from seam_sandbox.pool import BackupPool
 from seam_sandbox.scenario import DeviceSpec, Scenario
 from seam_sandbox.validation import CreateInput, UpdateInput
 from seam_sandbox.webhooks import WebhookRegistry
@@ -38,6 +41,12 @@ _JUST_IN_TIME_LEAD_HOURS = 1.0  # prefer_native_scheduling=false: Seam loads ~60
 class Device:
     spec: DeviceSpec
     faults: DeviceFaults
+    pool: BackupPool
+
+    @classmethod
+    def of(cls, spec: DeviceSpec) -> Device:
+        pool = BackupPool(spec.supports_backup_access_code_pool, spec.backup_pool_size)
+        return cls(spec, DeviceFaults(spec), pool)
 
 
 class SandboxState:
@@ -45,7 +54,7 @@ class SandboxState:
         self.scenario = scenario
         self.clock = clock
         self.timeline = Timeline(clock.now())
-        self.devices = {s.id: Device(s, DeviceFaults(s)) for s in scenario.device_specs()}
+        self.devices = {s.id: Device.of(s) for s in scenario.device_specs()}
         self._codes: dict[str, AccessCode] = {}
         self._codes_by_device: dict[str, dict[str, AccessCode]] = {d: {} for d in self.devices}
         self._ordinal: dict[str, int] = {}  # creation order, for list cursors
@@ -95,38 +104,26 @@ class SandboxState:
         raise access_code_not_found(f"{device_id}/{pin}")
 
     def render(self, code: AccessCode) -> dict[str, Any]:
-        return code.render(self.now(), self.timeline, self.devices[code.device_id].faults)
+        device = self.devices[code.device_id]
+        body = code.render(self.now(), self.timeline, device.faults)
+        body["is_backup_access_code_available"] = device.pool.available_for(code)
+        if not code.is_backup:  # the device's empty-pool error, copied onto its codes
+            body["errors"].extend(device.pool.errors(self.timeline))
+        return body
 
     def render_device(self, device: Device) -> dict[str, Any]:
-        now, spec = self.now(), device.spec
-        offline = device.faults.offline(now)
-        errors = [issue(f.code, self.timeline.iso(f.start)) for f in offline]
-        name = spec.name or spec.id
-        # Every field Seam's OpenAPI spec requires of a device; `device_type` must be one of
-        # its enum, so the sandbox's locks pass as August locks (the fake's seed does too).
-        return {
-            "device_id": spec.id,
-            "device_type": "august_lock",
-            "display_name": name,
-            "workspace_id": self.scenario.workspace_id,
-            "connected_account_id": "sandbox_connected_account",
-            "created_at": self.timeline.iso(0.0),
-            "is_managed": True,
-            "can_program_online_access_codes": True,
-            "capabilities_supported": ["access_code", "lock"],
-            "space_ids": [],
-            "custom_metadata": {},
-            "properties": {
-                "name": name,
-                "online": not offline,
-                "manufacturer": "sandbox",
-                "appearance": {"name": name},
-                "model": {"display_name": "Sandbox lock", "manufacturer_display_name": "Sandbox"},
-                "supported_code_lengths": [spec.code_length],
-            },
-            "errors": errors,
-            "warnings": [],
-        }
+        now = self.now()
+        return device_body(
+            device.spec, device.faults.offline(now), device.pool, self.scenario.workspace_id,
+            self.timeline,
+        )  # fmt: skip
+
+    def common_pin(self, common_code_key: str) -> str | None:
+        """The PIN the live codes of a `common_code_key` share (Seam guarantees one), if any."""
+        for c in self.live_codes():
+            if c.common_code_key == common_code_key:
+                return c.code
+        return None
 
     def code_summary(self) -> dict[str, Any]:
         """Live codes per device, names holding several live codes on one device, totals."""
@@ -149,9 +146,14 @@ class SandboxState:
     def new_id(self) -> str:
         return str(uuid.UUID(int=self._ids.getrandbits(128), version=4))
 
-    def generate_pin(self, device_id: str) -> str:
-        length = self.device(device_id).spec.code_length
-        taken = {c.code for c in self.live_codes(device_id)}
+    def generate_pin(
+        self, device_id: str, length: int | None = None, avoid: frozenset[str] = frozenset()
+    ) -> str:
+        """A PIN the lock takes: `length` digits (default its `code_length`), free on it and not
+        in `avoid` (a PIN shared across locks must be free on all of them)."""
+        spec = self.device(device_id).spec
+        length = length or spec.code_length
+        taken = {c.code for c in self.live_codes(device_id)} | set(spec.taken_pins) | avoid
         for _ in range(10_000):
             candidate = "".join(self._pins.choice("0123456789") for _ in range(length))
             if candidate not in taken:
@@ -163,11 +165,9 @@ class SandboxState:
         now = self.now()
         if device.faults.forces_duplicate(now):
             raise duplicate(req.device_id)
-        pin = req.code
-        if pin is None:
-            pin = self.generate_pin(req.device_id)
-        elif any(c.code == pin for c in self.live_codes(req.device_id)):
-            raise duplicate(req.device_id)
+        pin = self._pin_for(req)
+        if req.use_backup_access_code_pool:
+            device.pool.activate(now)
         lead = self.scenario.native_scheduling_lead_hours
         if not req.prefer_native_scheduling:
             lead = _JUST_IN_TIME_LEAD_HOURS
@@ -199,6 +199,30 @@ class SandboxState:
         self.events.plan(code, now)
         return code
 
+    def _pin_for(self, req: CreateInput) -> str:
+        """The new code's PIN: asked for, its `common_code_key` group's, or generated."""
+        pin = req.code
+        group = self.common_pin(req.common_code_key) if req.common_code_key else None
+        if group is not None:
+            if pin is not None and pin != group:
+                raise invalid_input("code", "Codes of one common_code_key share one code")
+            pin = group
+        if pin is None:
+            return self.generate_pin(req.device_id)
+        self.check_pin(req.device_id, pin)
+        return pin
+
+    def check_pin(self, device_id: str, pin: str, exclude: AccessCode | None = None) -> None:
+        """Raise the lock's refusal of `pin` (409 on it already, 400 against its constraints)."""
+        live = (c.code for c in self.live_codes(device_id) if c is not exclude)
+        refused = pins.refusal(self.device(device_id).spec, pin, live)
+        if refused is not None:
+            raise refused
+
+    def keep(self, code: AccessCode) -> None:
+        """Store a code Seam made by itself (a pulled backup), not counted as a create."""
+        self._store(code)
+
     def ordinal(self, code: AccessCode) -> int:
         """The code's place in creation order (0 = first ever): what a list cursor points at."""
         return self._ordinal[code.access_code_id]
@@ -211,13 +235,14 @@ class SandboxState:
     def update(self, code: AccessCode, req: UpdateInput) -> None:
         now, before = self.now(), snapshot(code)
         self._apply_update(code, req, now)
+        if req.use_backup_access_code_pool:
+            self.devices[code.device_id].pool.activate(now)
         self.events.updated(code, before, now, outside=False)
         self.events.plan(code, now)
 
     def _apply_update(self, code: AccessCode, req: UpdateInput, now: float) -> None:
         if req.code is not None and req.code != code.code:
-            if any(c.code == req.code for c in self.live_codes(code.device_id)):
-                raise duplicate(code.device_id)
+            self.check_pin(code.device_id, req.code, exclude=code)
             pins: Change = {"code": code.code}, {"code": req.code}
             code.code = req.code
             self._mutate(code, "updating_code", now, pins)

@@ -26,6 +26,7 @@ class CreateInput:
     is_one_time_use: bool
     allow_external_modification: bool
     prefer_native_scheduling: bool
+    use_backup_access_code_pool: bool = False
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class UpdateInput:
     starts_at: datetime | None
     ends_at: datetime | None
     changes_time_frame: bool
+    use_backup_access_code_pool: bool = False
 
 
 def required_str(params: Params, field: str) -> str:
@@ -139,8 +141,17 @@ def check_time_frame(starts: datetime | None, ends: datetime | None, now: dateti
             raise invalid_input("ends_at", "ends_at must be in the future")
 
 
-def create_input(params: Params, now: datetime) -> CreateInput:
-    device_id = required_str(params, "device_id")
+def backup_pool_flag(params: Params, time_bound: bool) -> bool:
+    """`use_backup_access_code_pool`: Seam keeps backups for time-bound codes only."""
+    wanted = optional_bool(params, "use_backup_access_code_pool", False)
+    if wanted and not time_bound:
+        raise invalid_input("use_backup_access_code_pool", "Only time-bound codes use the pool")
+    return wanted
+
+
+def create_input(params: Params, now: datetime, device_id: str | None = None) -> CreateInput:
+    """Validate a create (`device_id` given: one lock of a create_multiple)."""
+    device_id = device_id or required_str(params, "device_id")
     starts, ends = timestamp(params, "starts_at"), timestamp(params, "ends_at")
     check_time_frame(starts, ends, now)
     return CreateInput(
@@ -153,6 +164,7 @@ def create_input(params: Params, now: datetime) -> CreateInput:
         is_one_time_use=optional_bool(params, "is_one_time_use", False),
         allow_external_modification=optional_bool(params, "allow_external_modification", False),
         prefer_native_scheduling=optional_bool(params, "prefer_native_scheduling", True),
+        use_backup_access_code_pool=backup_pool_flag(params, starts is not None),
     )
 
 
@@ -169,6 +181,7 @@ def update_input(
     elif changes:
         starts, ends = starts or current[0], ends or current[1]
         check_time_frame(starts, ends, now)
+    time_bound = starts is not None if changes else current[0] is not None
     return UpdateInput(
         access_code_id=required_str(params, "access_code_id"),
         code=pin(params),
@@ -176,4 +189,5 @@ def update_input(
         starts_at=starts,
         ends_at=ends,
         changes_time_frame=changes,
+        use_backup_access_code_pool=backup_pool_flag(params, time_bound),
     )
