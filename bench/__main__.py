@@ -15,6 +15,7 @@ BENCHMARKS = {
     "overhead": "bench.overhead",
     "footprint": "bench.footprint",
     "receiver": "bench.receiver",
+    "events": "bench.events",
     "report": "bench.report",  # last: the targets table of the whole run
 }
 
