@@ -220,6 +220,8 @@ def test_the_spec_check_catches_a_broken_event(seam_spec: SeamSpec) -> None:
 OUR_ROUTES = [f"/access_codes/{r}" for r in CODE_ROUTES] + [
     "/devices/list", "/devices/get", "/events/list", "/events/get",
     "/webhooks/create", "/webhooks/list", "/webhooks/get", "/webhooks/delete",
+    "/access_codes/create_multiple", "/access_codes/update_multiple",
+    "/access_codes/pull_backup_access_code",
 ]  # fmt: skip
 
 
@@ -227,3 +229,44 @@ OUR_ROUTES = [f"/access_codes/{r}" for r in CODE_ROUTES] + [
 def test_sandbox_accepts_the_methods_the_spec_gives(seam_spec: SeamSpec, route: str) -> None:
     """Each route we serve takes exactly the HTTP methods Seam's spec gives it."""
     assert allowed_methods(route) == seam_spec.methods(route)
+
+
+async def test_backup_pool_conforms(seam_spec: SeamSpec) -> None:
+    """Pooled codes, a pull (twice), the original after it, an empty pool on the device and its
+    codes, and the backup_access_code_pulled event answer per spec."""
+    pooled = DeviceSpec(id=LOCK, latency=Latency.fixed(LATENCY), backup_pool_size=1)
+    salto = DeviceSpec(id=FLAKY, supports_backup_access_code_pool=False)
+    sandbox = Sandbox(Scenario(devices=[pooled, salto]), clock=SandboxClock(speed=0, start=START))
+    client = SpecClient(sandbox, seam_spec)
+    try:
+        window = {"starts_at": _at(1), "ends_at": _at(5), "use_backup_access_code_pool": True}
+        first = await client.call("/access_codes/create", device_id=LOCK, **window)
+        second = await client.call("/access_codes/create", device_id=LOCK, **window)
+        await client.call("/access_codes/create", device_id=FLAKY, **window)
+        first_id = first["access_code"]["access_code_id"]
+        pulled = await client.call("/access_codes/pull_backup_access_code", access_code_id=first_id)
+        assert pulled["backup_access_code"]["is_backup"] is True
+        await client.call("/access_codes/pull_backup_access_code", access_code_id=first_id)
+        assert (await _read(client, first_id))["access_code"]["warnings"]
+        empty = await _read(client, second["access_code"]["access_code_id"])
+        assert empty["access_code"]["errors"]
+        device = await client.call("/devices/get", device_id=LOCK)
+        assert device["device"]["properties"]["backup_access_code_pool_enabled"] is True
+        await client.call("/devices/list")
+        events = [e for e in sandbox.events() if "backup" in e["event_type"]]
+        assert len(events) == 1 and not seam_spec.event_errors(events[0])
+    finally:
+        await client.aclose()
+
+
+async def test_create_and_update_multiple_conform(spec_client: SpecClient) -> None:
+    """create_multiple (POST, PUT; shared and custom PIN) and update_multiple (PATCH, POST)
+    answer per spec."""
+    client = spec_client
+    window = {"starts_at": _at(1), "ends_at": _at(5)}
+    shared = await client.call("/access_codes/create_multiple", device_ids=[LOCK, FLAKY], **window)
+    key = shared["access_codes"][0]["common_code_key"]
+    await client.call("/access_codes/create_multiple", "PUT", device_ids=[LOCK], code="97531")
+    await client.call("/access_codes/update_multiple", "PATCH", common_code_key=key, ends_at=_at(6))
+    await client.call("/access_codes/update_multiple", common_code_key=key, name="renamed")
+    await client.call("/access_codes/list", device_id=LOCK)
