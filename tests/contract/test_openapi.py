@@ -239,7 +239,11 @@ async def test_backup_pool_conforms(seam_spec: SeamSpec) -> None:
     sandbox = Sandbox(Scenario(devices=[pooled, salto]), clock=SandboxClock(speed=0, start=START))
     client = SpecClient(sandbox, seam_spec)
     try:
-        window = {"starts_at": _at(1), "ends_at": _at(5), "use_backup_access_code_pool": True}
+        window: dict[str, Any] = {
+            "starts_at": _at(1),
+            "ends_at": _at(5),
+            "use_backup_access_code_pool": True,
+        }
         first = await client.call("/access_codes/create", device_id=LOCK, **window)
         second = await client.call("/access_codes/create", device_id=LOCK, **window)
         await client.call("/access_codes/create", device_id=FLAKY, **window)
@@ -263,7 +267,7 @@ async def test_create_and_update_multiple_conform(spec_client: SpecClient) -> No
     """create_multiple (POST, PUT; shared and custom PIN) and update_multiple (PATCH, POST)
     answer per spec."""
     client = spec_client
-    window = {"starts_at": _at(1), "ends_at": _at(5)}
+    window: dict[str, Any] = {"starts_at": _at(1), "ends_at": _at(5)}
     shared = await client.call("/access_codes/create_multiple", device_ids=[LOCK, FLAKY], **window)
     key = shared["access_codes"][0]["common_code_key"]
     await client.call("/access_codes/create_multiple", "PUT", device_ids=[LOCK], code="97531")
