@@ -18,8 +18,10 @@ Models (all pydantic, in `seam_sandbox.scenario`; times in sandbox seconds from 
   speed=1.0, generate_code_shape="generated_code"|"access_code", native_scheduling_lead_hours=72,
   list_page_size=500, rate_limits, outages, slow, drops)`; `devices` empty → `device_count` devices
   `sandbox_device_1..N` built from `device_defaults`.
-- `DeviceSpec(id, name, latency, faults, code_length=6)`: generated PINs have `code_length`
-  digits (6 by default, so proposals rarely collide; they are unique among live codes anyway).
+- `DeviceSpec(id, name, latency, faults, code_length=6, supported_code_lengths=None,
+  taken_pins=[], supports_backup_access_code_pool=True, backup_pool_size=3)`: generated PINs
+  have `code_length` digits (6 by default, so proposals rarely collide; they are unique among
+  live codes anyway); the rest: README "Several locks, PIN constraints, backup codes".
 - `Latency.fixed(s) | .uniform(low, high) | .lognormal(median, sigma)`: one draw per mutation.
 - `Fault(kind, start=0, duration=None, error_code=None, count=None)`, kinds:
   `device_offline`, `delay_in_setting_on_device`, `failed_to_set_on_device` (transient: need a
