@@ -32,5 +32,10 @@ TERMINAL: frozenset[str] = frozenset(
 )
 
 
+# Warnings that are what codeprov asked for, not a problem: logged at info, never as an alert.
+# `using_backup_access_code`: the original of a backup we pulled (jobs/backup.py).
+EXPECTED_WARNINGS: frozenset[str] = frozenset({"using_backup_access_code"})
+
+
 def classify(error_code: str) -> Severity:
     return Severity.TERMINAL if error_code in TERMINAL else Severity.TRANSIENT

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from jobs.classify import Severity, classify
+from jobs.classify import EXPECTED_WARNINGS, Severity, classify
 from worker.seam_models import AccessCode
 
 
@@ -27,7 +27,8 @@ class Transition:
             return "info"
         if self.kind == "error":
             return "error" if classify(self.code) is Severity.TERMINAL else "warning"
-        return "warning" if self.kind == "warning" else "info"
+        expected = self.kind == "warning" and self.code in EXPECTED_WARNINGS
+        return "warning" if self.kind == "warning" and not expected else "info"
 
 
 Snapshot = dict[str, datetime]
