@@ -3,8 +3,9 @@
 The requests are whole byte strings made beforehand (signed bodies included), so a request
 costs the generator a write and the parse of one status line and Content-Length: far less
 than an HTTP client library, whose per-request cost is close to the server's own.
-Each function returns the latencies (s) of the answers that were 200, and the count of the rest
-(other statuses and broken connections, which are reopened).
+Each function returns a `Fired`: the latencies (s) of the answers that were 200, the count of
+the rest (other statuses and broken connections, which are reopened), and for an open loop how
+late the generator itself sent each request (its own lag, told apart from the receiver's).
 """
 
 from __future__ import annotations
@@ -12,10 +13,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-__all__ = ["Conn", "closed_loop", "open_loop"]
+__all__ = ["Conn", "Fired", "closed_loop", "open_loop"]
 
 HEADERS_END = b"\r\n\r\n"
+
+
+@dataclass
+class Fired:
+    latencies: list[float] = field(default_factory=list)  # s, of the 200 answers
+    errors: int = 0
+    late: list[float] = field(default_factory=list)  # s, each send after its due time
+
+    def answered(self, status: int, latency: float) -> None:
+        if status == 200:
+            self.latencies.append(latency)
+        else:
+            self.errors += 1
 
 
 class Conn:
@@ -54,31 +69,24 @@ def _content_length(head: bytes) -> int:
     return 0
 
 
-async def closed_loop(port: int, requests: Sequence[bytes],
-                      concurrency: int) -> tuple[list[float], int]:
+async def closed_loop(port: int, requests: Sequence[bytes], concurrency: int) -> Fired:
     """`concurrency` connections, each sending its next request once answered."""
-    latencies: list[float] = []
-    errors = 0
+    fired = Fired()
     pending = iter(requests)
 
     async def connection() -> None:
-        nonlocal errors
         conn = Conn(port)
         for request in pending:  # one shared iterator: each request is sent once
             start = time.perf_counter()
             status = await conn.exchange(request)
-            if status == 200:
-                latencies.append(time.perf_counter() - start)
-            else:
-                errors += 1
+            fired.answered(status, time.perf_counter() - start)
         await conn.close()
 
     await asyncio.gather(*(connection() for _ in range(concurrency)))
-    return latencies, errors
+    return fired
 
 
-async def open_loop(port: int, requests: Sequence[bytes], rate: float,
-                    pool: int = 64) -> tuple[list[float], int]:
+async def open_loop(port: int, requests: Sequence[bytes], rate: float, pool: int = 64) -> Fired:
     """Request i is due at t0 + i/rate whatever came before, on one of `pool` connections.
 
     Latency counts from when the request was due, so a queue (no connection free, a receiver
@@ -87,18 +95,14 @@ async def open_loop(port: int, requests: Sequence[bytes], rate: float,
     free: asyncio.Queue[Conn] = asyncio.Queue()
     for _ in range(pool):
         free.put_nowait(Conn(port))
-    latencies: list[float] = []
-    errors = 0
+    fired = Fired()
 
     async def one(request: bytes, due: float) -> None:
-        nonlocal errors
+        fired.late.append(time.perf_counter() - due)  # before waiting for a free connection
         conn = await free.get()
         status = await conn.exchange(request)
         free.put_nowait(conn)
-        if status == 200:
-            latencies.append(time.perf_counter() - due)
-        else:
-            errors += 1
+        fired.answered(status, time.perf_counter() - due)
 
     tasks = []
     start = time.perf_counter()
@@ -110,4 +114,4 @@ async def open_loop(port: int, requests: Sequence[bytes], rate: float,
     await asyncio.gather(*tasks)
     while not free.empty():
         await free.get_nowait().close()
-    return latencies, errors
+    return fired

@@ -89,3 +89,20 @@ def test_report_gathers_the_targets_of_every_results_file(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     assert "pipeline: no results" in done.stdout
     assert json.loads((tmp_path / "summary.json").read_text())["targets"] == [target]
+
+
+def test_receiver_reports_events_per_s_latency_and_every_event_recorded(tmp_path: Path) -> None:
+    """The receiver benchmark reports events/s beside GET /healthz, open-loop latency, CPU per
+    phase, no error, and one de-dup key in Redis per signed event sent."""
+    body = bench("receiver", tmp_path / "receiver.json", "--events", "300", "--warmup", "50",
+                 "--rates", "200", "--seconds", "0.5", "--stays", "20")
+    check_common(body, "receiver")
+    result = body["results"]
+    names = [p["name"] for p in result["phases"]]
+    assert names == ["warmup", "baseline_healthz", "saturation", "offered_200"]
+    assert result["events_per_s"] > 0 and result["baseline_healthz_per_s"] > 0
+    assert result["errors"] == 0
+    assert result["events_sent"] == result["dedup_keys"] == 50 + 300 + 100
+    assert result["counts"]["received"] == result["events_sent"]
+    offered = result["phases"][-1]
+    assert offered["requests"] == 100 and offered["p99_ms"] >= offered["p50_ms"] > 0
