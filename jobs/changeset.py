@@ -115,7 +115,9 @@ def _reopen(current: StayState, msg: Message, now: datetime) -> StayState:
         # the lock may have lost the first one while offline (Seam answers 404 if it is gone).
         for ref in s.to_delete:
             ref.delete_sent = False
-    s.failure, s.scheduled_at = None, None
+    s.failure, s.scheduled_at, s.over = None, None, False
+    s.reported = s.guard_reason = None  # the outcome of this change is told again
+    s.reprovisions = 0
     s.at_risk_logged, s.transient_failures, s.checks, s.pin_conflicts = False, 0, 0, 0
     if s.state.is_final:
         s.state = Phase.WAITING if s.access_code_id else Phase.QUEUED

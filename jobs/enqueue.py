@@ -129,8 +129,7 @@ async def _read(pipe: Any, key: str) -> Any:
 
 def _stage(store: StayStore, pipe: Any, decision: Decision, tomb: str) -> None:
     if decision.write is not None:
-        # A final stay written here only changed its revision: no new outcome entry.
-        store.stage(pipe, decision.write, outcome=False)
+        store.stage(pipe, decision.write)
         pipe.delete(tomb)
     if decision.tombstone is not None:
         pipe.set(tomb, decision.tombstone, ex=TOMBSTONE_SECONDS)
@@ -150,7 +149,7 @@ async def _after(
             reason=decision.note,
         )
     state = decision.write or decision.current
-    if state is not None and not state.state.is_final:
+    if state is not None and not state.done:
         # Also heals a chain whose job was lost: enqueueing a step is idempotent.
         if decision.write is not None:
             delay = JUMP_AHEAD if decision.write.is_urgent(now) else 0.0

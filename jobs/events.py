@@ -24,7 +24,8 @@ from redis.asyncio import Redis
 from jobs.state import code_index_key, device_index_key
 
 __all__ = [
-    "CODE_EVENTS", "DEVICE_EVENTS", "Events", "Outcome", "SeamEvent", "parse_event", "read_counts",
+    "CODE_EVENTS", "DEVICE_EVENTS", "SCHEDULED_EVENTS", "Events", "Outcome", "SeamEvent",
+    "flowing_key", "parse_event", "read_counts", "signal_key", "webhooks_key",
 ]
 
 DEDUP_SECONDS = 7 * 24 * 3600  # Svix retries for ~28 h; the feed overlaps by minutes
@@ -42,6 +43,10 @@ CODE_EVENTS = frozenset(
     )
 )
 DEVICE_EVENTS = frozenset({"device.disconnected", "device.connected"})
+# The events that say the code is on the lock: a woken step may skip its `get` (jobs/guard.py).
+SCHEDULED_EVENTS = frozenset({"access_code.scheduled_on_device", "access_code.set_on_device"})
+# Echoes of our own requests: they tell a stay nothing new, so they wake none (a `get` each).
+OWN_EVENTS = frozenset({"access_code.created", "access_code.mutations_requested"})
 
 
 class SeamEvent(BaseModel):
@@ -73,7 +78,7 @@ def parse_event(body: bytes | str) -> SeamEvent | None:
 class Outcome:
     """What an event did: `kind` is also its counter's name in `{prefix}:events:counts`."""
 
-    kind: str  # taken | duplicate | ignored_unmanaged | ignored_type | ignored_not_event
+    kind: str  # taken | duplicate | ignored_unmanaged | ignored_type | ignored_own | ...
     stays: tuple[str, ...] = ()  # the stays it concerns (ours)
     woken: tuple[str, ...] = ()  # those whose queued check it moved to now
 
@@ -81,7 +86,8 @@ class Outcome:
 # One call per event. KEYS: the event's de-dup key, the counts hash, the index to look in (the
 # code's booking id, or the lock's set of stays), arq's queue. ARGV: de-dup TTL s, the summary
 # to keep, the key prefix, now in ms (arq's scores), 'code' or 'device', the access code or
-# device id, arq's in-progress key prefix. Returns {0} a duplicate (nothing else done), {1} no
+# device id, arq's in-progress key prefix, the signal the event gives ('scheduled' or 'other'),
+# its occurred_at. Returns {0} a duplicate (nothing else done), {1} no
 # stay of ours holds it, or {2, booking ids woken, booking ids concerned}. Stay records, job ids
 # and wake marks are named from the index's booking ids (not declared in KEYS: fine on one Redis
 # or Sentinel, not on a Cluster).
@@ -89,6 +95,9 @@ class Outcome:
 # score: moved to now, never added (a stay that is final or already due is left). A stay whose
 # step is running, or has committed and not yet queued its next job, gets a wake mark
 # `<prefix>:wake:<booking_id>` instead, which that step's unlock reads (jobs/pipeline.py).
+# Each stay woken or marked also gets the signal `<prefix>:signal:<booking_id>`, which its next
+# step reads once: 'scheduled|<occurred_at>' while every event since says the current code is
+# on the lock, 'other' as soon as one says anything else (jobs/guard.scheduled_by_event).
 _DUP, _UNMANAGED, _TAKEN = 0, 1, 2
 _TAKE = """
 redis.call('HINCRBY', KEYS[2], 'received', 1)
@@ -106,25 +115,40 @@ end
 local function holds(doc)
   local field, current = 'device_id', doc['stay']['device_id']
   if ARGV[5] == 'code' then field, current = 'access_code_id', doc['access_code_id'] end
-  if current == ARGV[6] then return true end
+  if current == ARGV[6] then return true, ARGV[5] == 'code' end
   if type(doc['to_delete']) == 'table' then
     for _, ref in ipairs(doc['to_delete']) do
-      if type(ref) == 'table' and ref[field] == ARGV[6] then return true end
+      if type(ref) == 'table' and ref[field] == ARGV[6] then return true, false end
     end
   end
-  return false
+  return false, false
+end
+local function signal(id, about_current)
+  local key = ARGV[3] .. ':signal:' .. id
+  if about_current and ARGV[8] == 'scheduled' then
+    if redis.call('GET', key) ~= 'other' then
+      redis.call('SET', key, 'scheduled|' .. ARGV[9], 'EX', 3600)
+    end
+  else
+    redis.call('SET', key, 'other', 'EX', 3600)
+  end
 end
 local woken, seen = {}, {}
 for _, id in ipairs(ids) do
   local raw = redis.call('GET', ARGV[3] .. ':stay:' .. id)
   local ok, doc = false, nil
   if raw then ok, doc = pcall(cjson.decode, raw) end
-  if ok and type(doc) == 'table' and type(doc['stay']) == 'table' and holds(doc) then
+  local held, about_current = false, false
+  if ok and type(doc) == 'table' and type(doc['stay']) == 'table' then
+    held, about_current = holds(doc)
+  end
+  if held then
     seen[#seen + 1] = id
     local phase = doc['state']
-    if phase == 'scheduled' or phase == 'failed' or phase == 'cancelled' then
+    if phase == 'failed' or phase == 'cancelled' or doc['over'] == true then
       redis.call('HINCRBY', KEYS[2], 'stays_final', 1)
     else
+      signal(id, about_current)
       local job = ARGV[3] .. ':' .. id .. ':' .. tostring(doc['seq'])
       local score = redis.call('ZSCORE', KEYS[4], job)
       if not score or redis.call('EXISTS', ARGV[7] .. job) == 1 then
@@ -153,22 +177,54 @@ return {2, woken, seen}
 """
 
 
+def flowing_key(prefix: str) -> str:
+    """Set (with a TTL) while Seam's events reach us: a verified webhook or a feed poll."""
+    return f"{prefix}:events:flowing"
+
+
+def webhooks_key(prefix: str) -> str:
+    """Set (with a TTL) while webhooks arrive: the feed then only catches up."""
+    return f"{prefix}:webhooks:seen"
+
+
+def signal_key(prefix: str, booking_id: str) -> str:
+    """What events said of a stay's code since its last step (see `_TAKE`)."""
+    return f"{prefix}:signal:{booking_id}"
+
+
 class Events:
     """The event path of one deployment: its key prefix and arq queue."""
 
-    def __init__(self, redis: Redis, prefix: str, queue: str) -> None:
+    def __init__(self, redis: Redis, prefix: str, queue: str, alive: float = 3600.0) -> None:
         self.redis, self.prefix, self.queue = redis, prefix, queue
         self.counts_key = f"{prefix}:{COUNTS}"
+        self.alive = alive  # how long one sign of life keeps events "flowing"
         self._take = redis.register_script(_TAKE)
+        self._noted = 0.0
+
+    async def note_alive(self, *, webhook: bool) -> None:
+        """Events reach us (a verified webhook, or a feed poll that worked): say so for
+        `alive` seconds. At most once a second per process: the receiver's hot path."""
+        now = time.monotonic()
+        if now - self._noted < 1.0:
+            return
+        self._noted = now
+        ttl = max(1, int(self.alive))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(flowing_key(self.prefix), "1", ex=ttl)
+            if webhook:
+                pipe.set(webhooks_key(self.prefix), "1", ex=ttl)
+            await pipe.execute()
 
     async def take(self, event: SeamEvent, *, now_ms: int | None = None) -> Outcome:
         """Record `event` once and wake the stays it concerns (see the module docstring)."""
         routed = _route(event)
         if routed is None:  # recorded too: the feed's overlap and Svix's resends come again
+            kind = "ignored_own" if event.event_type in OWN_EVENTS else "ignored_type"
             key = f"{self.prefix}:event:{event.event_id}"
             fresh = await self.redis.set(key, _summary(event), nx=True, ex=DEDUP_SECONDS)
-            await self.count("received", "ignored_type" if fresh else "duplicate")
-            return Outcome("ignored_type" if fresh else "duplicate")
+            await self.count("received", kind if fresh else "duplicate")
+            return Outcome(kind if fresh else "duplicate")
         mode, key_id = routed
         index = (
             code_index_key(self.prefix, key_id)
@@ -177,8 +233,10 @@ class Events:
         )
         keys = [f"{self.prefix}:event:{event.event_id}", self.counts_key, index, self.queue]
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms  # arq's clock: wall time
+        scheduled = event.event_type in SCHEDULED_EVENTS and event.occurred_at
         args: list[str | int] = [DEDUP_SECONDS, _summary(event), self.prefix, now_ms, mode, key_id,
-                                 in_progress_key_prefix]
+                                 in_progress_key_prefix, "scheduled" if scheduled else "other",
+                                 event.occurred_at or ""]
         found = await self._take(keys=keys, args=args)
         if found[0] == _DUP:
             return Outcome("duplicate")
@@ -206,6 +264,8 @@ def _route(event: SeamEvent) -> tuple[str, str] | None:
     `connected_account.disconnected` names no lock, and we keep no index by account: ignored
     here (Seam also reports each of the account's locks `device.disconnected`).
     """
+    if event.event_type in OWN_EVENTS:
+        return None
     if event.event_type in CODE_EVENTS and event.access_code_id:
         return "code", event.access_code_id
     if event.event_type in DEVICE_EVENTS and event.device_id:

@@ -7,11 +7,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jobs.classify import Severity, classify
-from jobs.latency import LATE, Sample
+from jobs import guard
+from jobs.guard import (
+    ERRORS,
+    NOT_ON_DEVICE,
+    left_scheduled,
+    mark_scheduled,
+    pin_changed,
+    schedule_guard,
+)
 from jobs.state import Phase, StayState
-from jobs.step import Step, elapsed
+from jobs.step import Step
 from jobs.transitions import Transition, current, diff, snapshot
-from worker.logs import mask_pin
 from worker.seam_models import AccessCode
 
 NEAR_LOOKS = 4  # looks at E·r^k near the expected time, before they spread by FAR_FACTOR
@@ -22,42 +29,43 @@ Seen = dict[str, dict[str, tuple[str, datetime]]]  # per kind: condition -> (mes
 def observe(step: Step, code: AccessCode) -> None:
     s, now = step.state, step.now
     s.checks += 1
+    pin_changed(step, code.code)
     s.code = code.code or s.code
     seen = current(code, now)
     _record(step, seen, ("error", "warning", "mutation"))
     terminal = sorted(c for c in s.errors if classify(c) is Severity.TERMINAL)
-    if code.is_scheduled and not s.to_delete:
-        _scheduled(step, code)
+    guarded = s.scheduled_at is not None
+    if code.is_scheduled and not s.to_delete and not (guarded and s.errors):
+        if s.state is Phase.SCHEDULED:
+            schedule_guard(step)  # still fine
+        else:
+            mark_scheduled(step)
+    elif guarded:  # watched till its end: told, never failed by the deadline or an error
+        if s.state is Phase.SCHEDULED:
+            left_scheduled(step, ERRORS if s.errors else NOT_ON_DEVICE)
+        schedule_check(step, code.deferred_until, sparse=step.flowing)
     elif terminal:
         step.fail(
             terminal[0], seen["error"][terminal[0]][0] or "Seam reports an error a person must fix"
         )
     else:
         s.state = Phase.WAITING
-        schedule_check(step, code.deferred_until)
+        schedule_check(step, code.deferred_until, sparse=step.flowing)
 
 
-def _scheduled(step: Step, code: AccessCode) -> None:
+def scheduled_by_event(step: Step) -> bool:
+    """Seam's event said the code is on the lock (jobs/guard.trusted_signal): scheduled, or
+    still, with no `get`; the create's mutation is logged cleared as a look would. False: a
+    look is needed."""
+    if not guard.trusted_signal(step):
+        return False
     s = step.state
-    s.state, s.scheduled_at = Phase.SCHEDULED, step.now
-    since = s.programming_since
-    if since is not None and step.now > since:
-        # Ready by this look; needed longer than the last look that saw it pending, if any. A
-        # first look that came much later than planned (a busy queue) tells nothing.
-        ready_by = (step.now - since).total_seconds()
-        pending_for = max(0.0, (s.updated_at - since).total_seconds())
-        used = step.expected or step.deps.settings.poll_initial
-        if pending_for > 0 or ready_by <= used * LATE:
-            step.learned = Sample(ready_by=ready_by, pending_for=pending_for)
-    pin = s.code if step.deps.settings.log_pins else mask_pin(s.code)
-    step.emit(
-        "info",
-        "access_code.scheduled",
-        access_code_id=code.access_code_id,
-        code=pin,
-        checks=s.checks,
-        elapsed_s=elapsed(s, step.now),
-    )
+    _record(step, {"error": {}, "warning": {}, "mutation": {}}, ("mutation",))
+    if s.state is Phase.SCHEDULED:
+        schedule_guard(step)
+    else:
+        mark_scheduled(step)
+    return True
 
 
 def watch_removal(step: Step, codes: list[AccessCode]) -> None:
@@ -106,13 +114,18 @@ def _log_transition(step: Step, t: Transition, access_code_id: str | None = None
     step.emit(t.level, t.event, **fields)
 
 
-def schedule_check(step: Step, deferred_until: datetime | None = None) -> None:
+def schedule_check(
+    step: Step, deferred_until: datetime | None = None, *, sparse: bool = False
+) -> None:
     """Look again at times from when programming began: E, E·r, E·r², E·r³, then x FAR_FACTOR.
 
     E is the lock's learned programming time (poll_initial until one is known, jobs/latency.py),
     so most codes are seen scheduled at the first or second look, late by at most (r - 1) of
     their time. Past E·r³ the estimate was wrong (a first code, a lock offline): the looks
     spread faster, so a slow code costs a handful of calls, not dozens.
+
+    `sparse` (Seam's events flow: one wakes the stay when the code changes): no look sooner
+    than `safety_poll`, the safety net for an event that never comes.
     """
     cfg, s = step.deps.settings, step.state
     expected = step.expected or cfg.poll_initial
@@ -129,6 +142,8 @@ def schedule_check(step: Step, deferred_until: datetime | None = None) -> None:
         wait = wait * factor if factor > 1 else wait + expected
         looks += 1
     delay = min(wait - gone, cfg.poll_max)
+    if sparse:
+        delay = max(delay, cfg.safety_poll)
     step.later(delay * (1 + cfg.poll_jitter * random.random()))
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from jobs.changes import apply_update, cancel, follow_move, process_deletions
-from jobs.observe import check_at_risk, check_deadline, observe
+from jobs.events import flowing_key, signal_key
+from jobs.guard import MAX_REPROVISIONS, provision_again
+from jobs.observe import check_at_risk, check_deadline, observe, scheduled_by_event
 from jobs.provision import provision
 from jobs.step import JobInfo, Step, until
 from jobs.workspace import down_key, report_down, report_up
@@ -35,12 +37,14 @@ from worker.queue import enqueue_step, job_id
 __all__ = ["JobInfo", "StayBusy", "advance_stay"]
 
 # One call to start a step. KEYS: the stay's record, its lock, the latency hash, the workspace
-# outage key. ARGV: seq, job id, lock TTL ms. Returns {_ORPHANED} (no record), {_STALE, record}
-# (another seq, or final: no lock taken), {_BUSY} (another step holds the lock), or {_LOCKED,
-# record, the lock's learned time, the workspace's, 1 if the workspace is down else 0} with the
-# lock taken. A record that is not JSON comes back as stale, for
-# the caller's parser to name what is wrong with it. The lock is this job's if it already holds
-# its id: redis-py resends a script after a timeout, and the first run may have taken it.
+# outage key, the events-flowing key, the stay's event signal. ARGV: seq, job id, lock TTL ms.
+# Returns {_ORPHANED} (no record), {_STALE, record} (another seq, or done: no lock taken),
+# {_BUSY} (another step holds the lock), or {_LOCKED, record, the lock's learned time, the
+# workspace's, 1 if the workspace is down else 0, 1 if events flow else 0, the signal ('' for
+# none; read once: it is deleted)} with the lock taken. A record that is not JSON comes back as
+# stale, for the caller's parser to name what is wrong with it. The lock is this job's if it
+# already holds its id: redis-py resends a script after a timeout, and the first run may have
+# taken it.
 _ORPHANED, _STALE, _BUSY, _LOCKED = 0, 1, 2, 3
 _BEGIN = """
 local raw = redis.call('GET', KEYS[1])
@@ -48,8 +52,8 @@ if not raw then return {0} end
 local ok, doc = pcall(cjson.decode, raw)
 if not ok or type(doc) ~= 'table' or type(doc['stay']) ~= 'table' then return {1, raw} end
 local phase = doc['state']
-if tonumber(doc['seq']) ~= tonumber(ARGV[1]) or phase == 'scheduled' or phase == 'failed'
-    or phase == 'cancelled' then
+if tonumber(doc['seq']) ~= tonumber(ARGV[1]) or phase == 'failed' or phase == 'cancelled'
+    or doc['over'] == true then
   return {1, raw}
 end
 if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3])
@@ -57,7 +61,10 @@ if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3])
   return {2}
 end
 local learned = redis.call('HMGET', KEYS[3], tostring(doc['stay']['device_id']), '*')
-return {3, raw, learned[1], learned[2], redis.call('EXISTS', KEYS[4])}
+local signal = redis.call('GET', KEYS[6])
+if signal then redis.call('DEL', KEYS[6]) end
+return {3, raw, learned[1], learned[2], redis.call('EXISTS', KEYS[4]),
+        redis.call('EXISTS', KEYS[5]), signal or ''}
 """
 
 # The end of a step. KEYS: the stay's lock, its wake mark, arq's queue. ARGV: this job's id,
@@ -86,11 +93,13 @@ class StayBusy(CodeprovError):
 async def advance_stay(deps: Deps, booking_id: str, seq: int, job: JobInfo) -> None:
     log = get_logger(booking_id=booking_id, job_id=job.job_id, job_try=job.job_try)
     lock = f"{deps.settings.key_prefix}:lock:{booking_id}"
-    keys = [deps.store.key(booking_id), lock, deps.latency.key, down_key(deps.settings.key_prefix)]
+    prefix = deps.settings.key_prefix
+    keys = [deps.store.key(booking_id), lock, deps.latency.key, down_key(prefix),
+            flowing_key(prefix), signal_key(prefix, booking_id)]
     ttl_ms = int(deps.settings.job_timeout * 1000)
     begun = await deps.redis.register_script(_BEGIN)(keys=keys, args=[seq, job.job_id, ttl_ms])
     next_job: str | None = None
-    outcome, raw, own, workspace, down = [*begun, None, None, None, None][:5]
+    outcome, raw, own, workspace, down, flowing, signal = [*begun, *[None] * 6][:7]
     if outcome == _ORPHANED:
         log.warning("job.orphaned", message="no state record for this booking; job dropped")
         return
@@ -98,7 +107,7 @@ async def advance_stay(deps: Deps, booking_id: str, seq: int, job: JobInfo) -> N
         raise StayBusy(f"another step of {booking_id} is running")
     try:
         state = deps.store.load(raw, booking_id)  # may raise for a broken record: unlock first
-        if state is None or state.state.is_final:
+        if state is None or state.done:
             return
         if outcome == _STALE:
             if seq < state.seq:  # a re-run after a crash or a change: the chain goes on from there
@@ -107,7 +116,8 @@ async def advance_stay(deps: Deps, booking_id: str, seq: int, job: JobInfo) -> N
                     deps.redis, booking_id, state.seq, prefix=deps.store.prefix, delay=delay
                 )
             return
-        step = Step(deps, state, job, deps.clock())
+        step = Step(deps, state, job, deps.clock(), flowing=bool(flowing),
+                    signal=_text(signal or ""))
         learned = own if own is not None else workspace
         step.expected = None if learned is None else float(learned)
         answered = deps.seam.answered
@@ -137,6 +147,9 @@ async def _run(step: Step) -> None:
             if code is None or await apply_update(step):
                 return
         elif await apply_update(step):
+            return
+        elif scheduled_by_event(step):  # Seam's event said so: no `get` to pay for
+            s.transient_failures = 0
             return
         else:
             code = await step.deps.seam.get_access_code(s.access_code_id)
@@ -176,10 +189,16 @@ def _transient(step: Step, exc: SeamTransientError) -> None:
 
 
 def _expired(step: Step) -> bool:
-    """A stay not final at its ends_at fails `expired`: Seam removes the code itself then."""
+    """At its ends_at a guarded stay is over, one never scheduled fails `expired`: Seam removes
+    the code itself then."""
     s, ends = step.state, step.state.stay.ends_at
     if s.cancel_requested or ends is None or step.now < ends:
         return False  # a cancel still removes its codes: one may outlive the stay's window
+    if s.scheduled_at is not None:
+        s.over = True
+        step.emit("info", "stay.over", access_code_id=s.access_code_id, ends_at=ends.isoformat(),
+                  state=s.state.value)
+        return True
     step.fail("expired", f"the stay ended at {ends.isoformat()} before its code was scheduled")
     return True
 
@@ -199,26 +218,29 @@ def _not_found(step: Step, exc: SeamError) -> None:
         step.fail(exc.error_type or "device_not_found", str(exc))
     elif s.stay.ends_at is not None and step.now >= s.stay.ends_at:
         step.fail("expired", "the stay ended before its code was confirmed on the lock")
+    elif s.reprovisions < MAX_REPROVISIONS:
+        provision_again(step)
     else:
-        step.fail("access_code_deleted", "the access code was deleted outside codeprov")
+        step.fail("access_code_deleted", f"the access code was deleted outside codeprov "
+                  f"{s.reprovisions + 1} times; provisioned again {s.reprovisions} times")
 
 
 async def _finish(step: Step, expected_seq: int) -> str | None:
     """Commit the step; its events, its next job (whose id is returned) and what it learned."""
     s = step.state
-    if not s.state.is_final:
+    if not s.state.is_final and s.scheduled_at is None:  # a guarded stay waits till its end
         check_deadline(step)
     if not s.state.is_final:
         check_at_risk(step)
     s.updated_at = step.now
-    s.next_check_at = None if s.state.is_final else (step.next_at or step.now)
+    s.next_check_at = None if s.done else (step.next_at or step.now)
     s.seq = expected_seq + 1
     if not await step.deps.store.commit(s, expected_seq=expected_seq):
         get_logger(booking_id=s.booking_id).info("step.superseded", job_id=step.job.job_id)
         return None
     step.write_events()
     prefix = step.deps.store.prefix
-    if not s.state.is_final:
+    if not s.done:
         await enqueue_step(
             # From now, not from the step's start: its own calls must not make the look late.
             step.deps.redis, s.booking_id, s.seq, prefix=prefix,
@@ -226,7 +248,7 @@ async def _finish(step: Step, expected_seq: int) -> str | None:
         )
     if step.learned is not None:
         await step.deps.latency.record(s.stay.device_id, step.learned)
-    return None if s.state.is_final else job_id(s.booking_id, s.seq, prefix=prefix)
+    return None if s.done else job_id(s.booking_id, s.seq, prefix=prefix)
 
 
 async def _unlock(
@@ -236,3 +258,7 @@ async def _unlock(
     keys = [lock, f"{prefix}:wake:{booking_id}", deps.settings.queue_name]
     now_ms = int(datetime.now(UTC).timestamp() * 1000)  # arq's scores: wall time
     await deps.redis.register_script(_UNLOCK)(keys=keys, args=[job.job_id, next_job or "", now_ms])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

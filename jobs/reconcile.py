@@ -41,7 +41,7 @@ async def _requeue(redis: ArqRedis, store: StayStore, booking_id: str) -> bool:
         get_logger(booking_id=booking_id).error("stay.unreadable", reason=str(exc))
         await redis.zrem(store.index_key, booking_id)
         return False
-    if state is None or state.state.is_final:
+    if state is None or state.done:
         await redis.zrem(store.index_key, booking_id)
         return False
     if await redis.exists(job_key_prefix + job_id(booking_id, state.seq, prefix=store.prefix)):

@@ -7,6 +7,7 @@ from either module.
 from __future__ import annotations
 
 import enum
+import hashlib
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ class Phase(enum.StrEnum):
 
     @property
     def is_final(self) -> bool:
+        """An outcome the booking system is told of. A scheduled stay is still guarded."""
         return self in (Phase.SCHEDULED, Phase.FAILED, Phase.CANCELLED)
 
 
@@ -73,6 +75,27 @@ class Slot(BaseModel):
     at: datetime
 
 
+def report_key(state: StayState) -> str | None:
+    """What the booking system is to know of the stay now; a commit whose key differs from the
+    one last reported (`StayState.reported`) adds a results entry. None: nothing to tell.
+
+    A stay leaving `scheduled` (a guarded code broke) is told once; a change (`_reopen`)
+    clears `reported`, so the outcome after each applied change is told again.
+    """
+    if state.over:
+        return state.reported  # the stay is over: Seam removes the code, nothing to tell
+    if state.state is Phase.FAILED:
+        return f"failed:{state.failure.reason if state.failure else ''}"
+    if state.state is Phase.CANCELLED:
+        return "cancelled"
+    if state.state is Phase.SCHEDULED:
+        pin = hashlib.sha256((state.code or "").encode()).hexdigest()[:12]
+        return f"scheduled:{state.access_code_id}:{pin}"
+    if (state.reported or "").startswith("scheduled:"):
+        return Phase.WAITING.value
+    return None
+
+
 def result_entry(state: StayState) -> dict[Any, Any]:
     """One results-stream entry. The PIN is included only once the code is scheduled."""
     entry: dict[Any, Any] = {
@@ -96,4 +119,10 @@ def result_entry(state: StayState) -> dict[Any, Any]:
     if state.failure:
         entry["failure_reason"] = state.failure.reason
         entry["failure_message"] = state.failure.message
+    if state.scheduled_at is not None and state.guard_reason:
+        entry["reason"] = state.guard_reason  # why a guarded stay is told of again
+    if state.errors:
+        entry["errors"] = ",".join(sorted(state.errors))
+    if state.warnings:
+        entry["warnings"] = ",".join(sorted(state.warnings))
     return entry

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
 from jobs.payload import Stay, describe
-from jobs.records import Applied, CodeRef, Failure, Phase, Slot, result_entry
+from jobs.records import Applied, CodeRef, Failure, Phase, Slot, report_key, result_entry
 from worker.errors import InvalidInput
 
 __all__ = [
@@ -68,11 +68,22 @@ class StayState(BaseModel):
     enqueued_at: datetime
     updated_at: datetime
     next_check_at: datetime | None = None
-    scheduled_at: datetime | None = None
+    scheduled_at: datetime | None = None  # set once scheduled: the stay is guarded from then
+    over: bool = False  # the guard reached ends_at: no more steps, Seam removes the code
+    reported: str | None = None  # records.report_key of the last results entry
+    guard_reason: str | None = None  # why a guarded stay was last told of again
+    reprovisions: int = 0  # codes provisioned again after one was deleted outside codeprov
+    backup: bool = False  # the current code is a backup pulled for it (jobs/backup.py)
+    original_access_code_id: str | None = None  # the code the backup stands in for
 
     @property
     def booking_id(self) -> str:
         return self.stay.booking_id
+
+    @property
+    def done(self) -> bool:
+        """No more steps: failed, cancelled, or guarded until its end and over."""
+        return self.state in (Phase.FAILED, Phase.CANCELLED) or self.over
 
     def forget_code(self) -> None:
         """Drop the current code (moved to the delete list, or gone from Seam): the next step
@@ -87,8 +98,9 @@ class StayState(BaseModel):
         starts = self.stay.starts_at  # None: an ongoing code, wanted now
         return self.changed_at is not None or starts is None or starts - now < URGENT_WITHIN
 
-    def public(self) -> dict[str, Any]:
+    def public(self, now: datetime | None = None) -> dict[str, Any]:
         """The `codeprov status --json` shape: a contract, keep the field names."""
+        ends = self.stay.ends_at
         return {
             "booking_id": self.stay.booking_id,
             "device_id": self.stay.device_id,
@@ -104,6 +116,8 @@ class StayState(BaseModel):
             "pending_action": "cancel"
             if self.cancel_requested and not self.state.is_final
             else None,
+            # The stay's end has passed: Seam removes the code itself, codeprov looks no more.
+            "over": self.over or (ends is not None and now is not None and now >= ends),
         }
 
 
@@ -149,8 +163,11 @@ class StayStore:
                 device_index_key(self.prefix, state.stay.device_id)]
         if state.access_code_id is not None:
             keys.append(code_index_key(self.prefix, state.access_code_id))
+        key = report_key(state)
+        report = key is not None and key != state.reported
+        state.reported = key if report else state.reported
         while True:
-            args = self._args(state, expected_seq)
+            args = self._args(state, expected_seq, report)
             if (done := await self._commit(keys=keys, args=args)) != 2:
                 break
             stored = await self.get(state.booking_id)
@@ -168,30 +185,29 @@ class StayStore:
             return False
         return bool(done)
 
-    def _args(self, state: StayState, expected_seq: int) -> list[Any]:
-        due = "" if state.state.is_final else str(_due(state))
+    def _args(self, state: StayState, expected_seq: int, report: bool) -> list[Any]:
+        due = "" if state.done else str(_due(state))
         expiry = _expiry(state)
         revision = "" if state.revision is None else state.revision
         args: list[Any] = [expected_seq, _dump(state), "" if expiry is None else expiry,
                            state.booking_id, due, revision]
-        if state.state.is_final:
+        if report:
             args.append(self._maxlen)
             for field, value in result_entry(state).items():
                 args += [field, value]
         return args
 
-    def stage(self, pipe: Any, state: StayState, *, outcome: bool = True) -> None:
-        """Queue the writes of a state change on a MULTI pipeline (record, index, outcome)."""
+    def stage(self, pipe: Any, state: StayState) -> None:
+        """Queue a message's write of a record on a MULTI pipeline (record and index). It tells
+        the booking system nothing: only a step's commit reaches an outcome."""
         pipe.set(self.key(state.booking_id), _dump(state), exat=_expiry(state))
         self._index(pipe, state)
-        if outcome and state.state.is_final:
-            pipe.xadd(self.results_key, result_entry(state), maxlen=self._maxlen, approximate=True)
 
     def load(self, raw: bytes | str | None, booking_id: str) -> StayState | None:
         return None if raw is None else _load(raw, booking_id)
 
     def _index(self, pipe: Any, state: StayState) -> None:
-        if state.state.is_final:
+        if state.done:
             pipe.zrem(self.index_key, state.booking_id)
         else:
             pipe.zadd(self.index_key, {state.booking_id: _due(state)})

@@ -29,6 +29,8 @@ class Step:
     next_at: datetime | None = None
     expected: float | None = None  # the lock's learned programming time, seconds
     learned: Sample | None = None  # what this step saw of the lock's programming time
+    flowing: bool = False  # Seam's events reach us (webhooks or the feed): looks may be sparse
+    signal: str = ""  # what events said of the code since the last step (jobs/events.py)
 
     @property
     def stay(self) -> Stay:

@@ -105,7 +105,7 @@ class Rig:
         return found
 
     async def run(self, workers: int = 1, timeout: float = 30.0) -> None:
-        """Run `workers` burst workers until the queue (deferred checks too) is empty."""
+        """Run `workers` burst workers until only guard looks are left (worker/burst.py)."""
         ws = [self._worker(burst=True) for _ in range(workers)]
         try:
             await asyncio.wait_for(asyncio.gather(*(w.async_run() for w in ws)), timeout)

@@ -76,15 +76,31 @@ async def test_commit_indexes_the_code_and_the_lock(redis: Redis, redis_url: str
         await pool.aclose()
 
 
-async def test_final_commit_leaves_the_lock_index(redis: Redis, redis_url: str) -> None:
-    """A stay committed final is removed from its lock's set of stays."""
+@pytest.mark.parametrize("phase", [Phase.FAILED, Phase.CANCELLED])
+async def test_final_commit_leaves_the_lock_index(
+    redis: Redis, redis_url: str, phase: Phase
+) -> None:
+    """A stay committed failed or cancelled is removed from its lock's set of stays."""
+    pool = await arq(redis_url)
+    try:
+        store = StayStore(pool)
+        state = await stay_at(store, "B1", queued_in=None)
+        state.state, state.seq = phase, 2
+        assert await store.commit(state, expected_seq=1)
+        assert await redis.smembers("codeprov:device:lock-1") == set()  # type: ignore[misc]
+    finally:
+        await pool.aclose()
+
+
+async def test_scheduled_stay_stays_in_the_lock_index(redis: Redis, redis_url: str) -> None:
+    """A scheduled stay is guarded: it stays in its lock's set, so the lock's events wake it."""
     pool = await arq(redis_url)
     try:
         store = StayStore(pool)
         state = await stay_at(store, "B1", queued_in=None)
         state.state, state.seq = Phase.SCHEDULED, 2
         assert await store.commit(state, expected_seq=1)
-        assert await redis.smembers("codeprov:device:lock-1") == set()  # type: ignore[misc]
+        assert await redis.smembers("codeprov:device:lock-1") == {b"B1"}  # type: ignore[misc]
     finally:
         await pool.aclose()
 

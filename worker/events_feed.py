@@ -34,7 +34,7 @@ from typing import Any
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from jobs.events import Events, SeamEvent
+from jobs.events import Events, SeamEvent, webhooks_key
 from jobs.intake import TRANSIENT
 from worker.deps import Clock
 from worker.errors import RateLimitWait, SeamError
@@ -82,6 +82,7 @@ class EventsFeed:
     clock: Clock
     prefix: str = "codeprov"
     interval: float = 30.0
+    webhook_interval: float = 900.0  # while webhooks arrive, the feed only catches up
     overlap: float = 900.0
     catch_up: float = 86400.0
     request_timeout: float = 6.0
@@ -99,7 +100,16 @@ class EventsFeed:
     @property
     def lease_ms(self) -> int:
         """Two intervals and one request: a holder that misses a beat keeps it."""
-        return max(1, int((2 * self.interval + self.request_timeout) * 1000))
+        longest = max(self.interval, self.webhook_interval)
+        return max(1, int((2 * longest + self.request_timeout) * 1000))
+
+    async def next_interval(self) -> float:
+        """`interval`, or `webhook_interval` while webhooks arrive (they carry the news)."""
+        try:
+            webhooks = await self.redis.exists(webhooks_key(self.prefix))
+        except TRANSIENT:
+            return self.interval
+        return self.webhook_interval if webhooks else self.interval
 
     async def hold(self) -> bool:
         """Extend our lease, or take it if free: whether this worker is the poller now."""
@@ -139,6 +149,7 @@ class EventsFeed:
         else:
             tally["truncated"] += 1
         await self._advance(since, seen, window, truncated=bool(tally["truncated"]))
+        await self.events.note_alive(webhook=False)
         self.polls += 1
         get_logger().debug("events_feed.polled", since=since.isoformat(), **tally)
         return tally
@@ -208,7 +219,7 @@ class EventsFeed:
     async def run(self, on_running: Callable[[], None] = lambda: None) -> None:
         """Poll every interval until cancelled; Seam and Redis failures never end it."""
         while True:
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(await self.next_interval())
             try:
                 await self.tick()
             except RateLimitWait:

@@ -22,6 +22,7 @@ from arq.worker import Worker, func
 from jobs.pipeline import JobInfo, StayBusy, advance_stay
 from jobs.reconcile import reconcile
 from jobs.state import Failure, Phase
+from worker.burst import BurstWorker
 from worker.deps import Clock, Deps, utcnow
 from worker.errors import InvalidInput
 from worker.limiter import backoff
@@ -92,7 +93,7 @@ async def _reject(deps: Deps, job: JobInfo, reason: str) -> None:
         state = await deps.store.get(booking_id)
     except InvalidInput:
         return
-    if state is None or state.state.is_final or state.seq != int(match["seq"]):  # type: ignore[index]
+    if state is None or state.done or state.seq != int(match["seq"]):  # type: ignore[index]
         return
     seq = state.seq
     state.state, state.seq, state.updated_at = Phase.FAILED, seq + 1, deps.clock()
@@ -133,7 +134,8 @@ def make_worker(
     life = Lifecycle(settings, seam_transport=seam_transport, clock=clock,
                      limiter_factory=limiter_factory, on_deps=on_deps, orphaned=orphaned,
                      running=running if running is not None else set())
-    return Worker(
+    return BurstWorker(
+        key_prefix=settings.key_prefix,
         functions=[
             func(advance_stay_job, name=STEP_FUNCTION, max_tries=100),
             func(reject_job, name=REJECT_FUNCTION, max_tries=1),

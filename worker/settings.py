@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     events_poll: float = Field(30.0, ge=0)  # seconds between polls; 0: no feed
     events_overlap: float = Field(900.0, ge=0, le=86400)  # re-read back: late events (~10 min)
     events_catch_up: float = Field(86400.0, gt=0)  # never read further back than this
+    # Events "flow" while a verified webhook or a successful feed poll is this recent.
+    events_alive: float = Field(3600.0, gt=0)
+    events_webhook_poll: float = Field(900.0, gt=0)  # the feed's interval while webhooks arrive
+    # While events flow, the longest a waiting code goes without a look (the safety net).
+    safety_poll: float = Field(900.0, gt=0)
+    # A scheduled code is guarded until ends_at: looks without events, and while they flow.
+    guard_poll: float = Field(21600.0, gt=0)
+    guard_safety_poll: float = Field(1_209_600.0, gt=0)
     log_format: Literal["json", "console", "auto"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_pins: bool = False

@@ -50,7 +50,7 @@ def secret_problem(secret: str) -> str | None:
 def webhook_app(redis: Redis, settings: Settings) -> Starlette:
     """The receiver's routes, on one Redis pool (arq's queue is in the same database)."""
     verifier = Webhook(settings.seam_webhook_secret.get_secret_value())
-    events = Events(redis, settings.key_prefix, settings.queue_name)
+    events = Events(redis, settings.key_prefix, settings.queue_name, settings.events_alive)
     log = get_logger()
 
     async def seam(request: Request) -> Response:
@@ -78,6 +78,7 @@ def webhook_app(redis: Redis, settings: Settings) -> Starlette:
             await events.count("received", "ignored_not_event")
             return JSONResponse({"outcome": "ignored_not_event"})
         outcome = await events.take(event)
+        await events.note_alive(webhook=True)
         log.debug(
             "webhook.received",
             event_id=event.event_id,

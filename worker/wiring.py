@@ -106,11 +106,12 @@ async def start_intake(stack: AsyncExitStack, intake: Intake, heartbeat: Heartbe
 
 def feed_for(settings: Settings, deps: Deps, worker_id: str) -> EventsFeed:
     """The events feed of one worker: it polls only while it holds the cluster's lease."""
-    events = Events(deps.redis, settings.key_prefix, settings.queue_name)
+    events = Events(deps.redis, settings.key_prefix, settings.queue_name, settings.events_alive)
     return EventsFeed(
         deps.redis, deps.seam, events, worker_id, deps.clock, prefix=settings.key_prefix,
         interval=settings.events_poll, overlap=settings.events_overlap,
         catch_up=settings.events_catch_up, request_timeout=settings.http_timeout,
+        webhook_interval=max(settings.events_poll, settings.events_webhook_poll),
     )
 
 
