@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from jobs.backup import consider as consider_backup
+from jobs.backup import drop_on_change
 from jobs.changes import apply_update, cancel, follow_move, process_deletions
 from jobs.events import flowing_key, signal_key
 from jobs.guard import MAX_REPROVISIONS, provision_again
@@ -140,6 +142,7 @@ async def _run(step: Step) -> None:
             return
         if s.to_delete:
             await process_deletions(step)
+        drop_on_change(step)
         follow_move(step)
         if s.access_code_id is None:
             code = await provision(step)
@@ -155,6 +158,7 @@ async def _run(step: Step) -> None:
             code = await step.deps.seam.get_access_code(s.access_code_id)
         s.transient_failures = 0
         observe(step, code)
+        await consider_backup(step, code)
     except RateLimitWait as exc:
         step.later(exc.retry_after)
     except SeamTransientError as exc:

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import anyio
 
+from jobs.backup import use_pool
 from jobs.state import Applied, Phase, Slot
 from jobs.step import Step
 from worker.errors import RateLimitWait, SeamConflict, SeamError, SeamRateLimited
@@ -30,6 +31,7 @@ async def provision(step: Step) -> AccessCode | None:
         found = await find_own_code(step)
         if found is not None:
             return adopt(step, found, adopted=True)
+    pool = await use_pool(step)  # cached per lock: at most one /devices/get per lock a day
     if not await _take_turn(step):
         return None
     if s.code is None:
@@ -38,7 +40,7 @@ async def provision(step: Step) -> AccessCode | None:
         if ready is not None:
             return await _adopt_generated(step, ready)
         s.code = generated.code
-    return await _create(step)
+    return await _create(step, pool)
 
 
 async def _adopt_generated(step: Step, ready: AccessCode) -> AccessCode | None:
@@ -132,7 +134,7 @@ async def find_by_name(step: Step, device_id: str, name: str) -> AccessCode | No
     return None
 
 
-async def _create(step: Step) -> AccessCode | None:
+async def _create(step: Step, pool: bool) -> AccessCode | None:
     s, stay = step.state, step.state.stay
     # A retry keeps the PIN it sent before: if that create landed late, Seam answers 409 and
     # we adopt it, instead of a second code with another PIN.
@@ -149,6 +151,7 @@ async def _create(step: Step) -> AccessCode | None:
         created = await step.deps.seam.create_access_code(
             stay.device_id, code=s.code or "", name=stay.code_name,
             starts_at=stay.starts_at, ends_at=stay.ends_at, reserved=reserved,
+            use_backup_pool=pool,
         )
     except RateLimitWait:
         # Held back by the workspace budget: keep the turn; a late one is lost meanwhile.

@@ -113,6 +113,8 @@ def result_entry(state: StayState) -> dict[Any, Any]:
         entry["previous_access_code_id"] = state.previous.access_code_id or ""
     if state.state is Phase.SCHEDULED and state.code:
         entry["code"] = state.code
+    if state.backup:
+        entry["backup"] = "true"
     if state.stay.starts_at and state.stay.ends_at:
         entry["starts_at"] = state.stay.starts_at.isoformat()
         entry["ends_at"] = state.stay.ends_at.isoformat()

@@ -65,6 +65,7 @@ class StayState(BaseModel):
     create_slot: Slot | None = None  # this stay's turn on the lock's create budget
     pin_conflicts: int = 0
     at_risk_logged: bool = False
+    backup_unavailable_logged: bool = False  # jobs/backup.py: no backup to pull, said once
     enqueued_at: datetime
     updated_at: datetime
     next_check_at: datetime | None = None
@@ -88,6 +89,12 @@ class StayState(BaseModel):
     def forget_code(self) -> None:
         """Drop the current code (moved to the delete list, or gone from Seam): the next step
         provisions a new one from scratch."""
+        if self.original_access_code_id is not None:  # a backup's original is on the lock too
+            was = self.applied or self.requested or Applied.of(self.stay)
+            self.to_delete.append(CodeRef(device_id=was.device_id, name=was.name,
+                                          access_code_id=self.original_access_code_id))
+        self.backup, self.original_access_code_id = False, None
+        self.backup_unavailable_logged = False
         self.access_code_id = self.code = None
         self.create_sent, self.requested, self.applied = False, None, None
         self.errors, self.warnings, self.mutations = {}, {}, {}
@@ -113,6 +120,7 @@ class StayState(BaseModel):
             "starts_at": _iso(self.stay.starts_at),
             "ends_at": _iso(self.stay.ends_at),
             "revision": self.revision,
+            "backup": self.backup,
             "pending_action": "cancel"
             if self.cancel_requested and not self.state.is_final
             else None,
