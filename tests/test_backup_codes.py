@@ -260,3 +260,23 @@ async def test_pull_answer_under_either_key_is_read(
         [backup] = [c for c in rig.sandbox.codes_on("lock-1") if c["is_backup"]]
         assert state.state is Phase.SCHEDULED
         assert (state.access_code_id, state.code) == (backup["access_code_id"], backup["code"])
+
+
+async def test_guard_look_keeps_a_backup_scheduled(redis: Redis, redis_url: str) -> None:
+    """A guard look at a stay on a backup reads the backup (not the failing original): the stay
+    stays scheduled, nothing is unscheduled or told again."""
+    sent: Sent = []
+    async with Rig(redis_url, lock(failing()), overrides=ON, wrap=recording(sent)) as rig:
+        await rig.enqueue(rig.stay("B1"))
+        await rig.run()
+        held = await rig.state("B1")
+        looks = len(sent)
+        with capture_logs() as logs:
+            assert await rig.make_due() == 1
+            await rig.run()
+        state = await rig.state("B1")
+        assert state.state is Phase.SCHEDULED and state.backup and state.scheduled_at
+        gets = [body for path, body in sent[looks:] if path == "/access_codes/get"]
+        assert gets and all(b["access_code_id"] == held.access_code_id for b in gets)
+        assert not events(logs, "access_code.unscheduled")
+        assert len(await rig.pool.xrange("codeprov:results")) == 1
