@@ -280,3 +280,24 @@ async def test_guard_look_keeps_a_backup_scheduled(redis: Redis, redis_url: str)
         assert gets and all(b["access_code_id"] == held.access_code_id for b in gets)
         assert not events(logs, "access_code.unscheduled")
         assert len(await rig.pool.xrange("codeprov:results")) == 1
+
+
+async def test_move_removes_the_backup_and_its_original(redis: Redis, redis_url: str) -> None:
+    """A stay on a backup moved to another lock: the backup and the original leave the old lock,
+    the new lock gets a code of its own."""
+    old = DeviceSpec(id="lock-1", latency=Latency.fixed(0.2), faults=[failing(duration=1.0)])
+    new = DeviceSpec(id="lock-2", latency=Latency.fixed(0.2))
+    async with Rig(redis_url, Scenario(devices=[old, new]), overrides=ON) as rig:
+        await rig.enqueue(rig.stay("B1"))
+        await rig.run()
+        held = await rig.state("B1")
+        assert held.backup
+        await rig.enqueue({**rig.stay("B1", device=1), "action": "update"})
+        await rig.run()
+        state = await rig.state("B1")
+        assert state.state is Phase.SCHEDULED and not state.backup
+        assert rig.sandbox.codes_on("lock-1") == []
+        [code] = rig.sandbox.codes_on("lock-2")
+        assert code["access_code_id"] == state.access_code_id
+        assert state.previous is not None
+        assert state.previous.access_code_id == held.access_code_id
