@@ -223,15 +223,28 @@ class CliReceiver:
                 [sys.executable, "-m", "worker.cli", "webhook", "--host", "127.0.0.1",
                  "--port", str(self.port)], env=env, stdout=out, stderr=subprocess.STDOUT)
 
-    async def ready(self) -> None:
+    async def up(self) -> None:
+        """Start it and wait for /healthz. A port another process grabbed between two starts
+        (free_port only picked it) is retried a few times: this is about the test's port."""
+        for _ in range(3):
+            self.start()
+            if await self._ready():
+                return
+            assert "address already in use" in self.log.read_text(), self.log.read_text()
+            await asyncio.sleep(0.2)
+        raise AssertionError(self.log.read_text())
+
+    async def _ready(self) -> bool:
         deadline = time.monotonic() + 15
         async with httpx.AsyncClient(trust_env=False) as client:
             while True:
-                assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    return False
                 try:
                     answer = await client.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1)
                     if answer.status_code == 200:
-                        return
+                        return True
                 except httpx.TransportError:
                     pass
                 assert time.monotonic() < deadline, "the receiver did not start"
@@ -257,9 +270,8 @@ async def test_receiver_killed_mid_burst_loses_nothing(
     cli = CliReceiver(redis_url, free_port(), tmp_path / "webhook.log")
     async with Rig(redis_url, locks(3, latency=1.0), overrides={"events_poll": 0}) as rig:
         cli.secret = await register(rig, f"http://127.0.0.1:{cli.port}/webhooks/seam")
-        cli.start()
         try:
-            await cli.ready()
+            await cli.up()
             await flowing(rig)
             ids = await enqueue(rig, 9, 3)
             async with rig.sandbox.delivering(interval=0.02):
@@ -290,8 +302,7 @@ async def kill_and_restart(rig: Rig, cli: CliReceiver) -> None:
     while not any(r["outcome"] == "connection_error" for r in rig.sandbox.deliveries()):
         assert time.monotonic() < deadline, rig.sandbox.deliveries()
         await asyncio.sleep(0.01)
-    cli.start()
-    await cli.ready()
+    await cli.up()
     while rig.sandbox.pending_deliveries():
         assert time.monotonic() < deadline, rig.sandbox.deliveries()
         rig.sandbox.clock.advance(60)  # 5 s, 5 min, 30 min...: Svix's retries come due
