@@ -16,6 +16,7 @@ BENCHMARKS = {
     "footprint": "bench.footprint",
     "receiver": "bench.receiver",
     "events": "bench.events",
+    "guarded": "bench.guarded",
     "report": "bench.report",  # last: the targets table of the whole run
 }
 

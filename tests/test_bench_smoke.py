@@ -106,3 +106,34 @@ def test_receiver_reports_events_per_s_latency_and_every_event_recorded(tmp_path
     assert result["counts"]["received"] == result["events_sent"]
     offered = result["phases"][-1]
     assert offered["requests"] == 100 and offered["p99_ms"] >= offered["p50_ms"] > 0
+
+
+def test_events_reports_lag_and_calls_for_polling_feed_and_webhooks(tmp_path: Path) -> None:
+    """The events benchmark runs polling only, the feed and webhooks in one run, each with
+    calls per code, detection lag and its feed calls, and webhooks delivered only to the last."""
+    body = bench("events", tmp_path / "events.json", "--stays", "4", "--devices", "2",
+                 "--median", "0.5", "--workers", "1", "--timeout", "30")
+    check_common(body, "events")
+    modes = body["results"]["modes"]
+    assert [m["mode"] for m in modes] == ["polling", "feed", "webhooks"]
+    for m in modes:
+        assert m["run"]["scheduled"] == 4
+        run = m["run"]
+        assert {"p50", "p95"} <= run["calls_per_code"].keys() <= run["lag_fraction"].keys()
+        assert m["events_list_calls"] >= 0
+    assert not modes[0]["deliveries"] and not modes[1]["deliveries"]
+    assert modes[2]["deliveries"].get("200", 0) > 0
+
+
+def test_guarded_reports_calls_per_guarded_stay_day_by_kind(tmp_path: Path) -> None:
+    """The guarded benchmark simulates days of guarded stays with webhooks and polling only and
+    reports calls per guarded stay-day by kind of step, every stay scheduled."""
+    body = bench("guarded", tmp_path / "guarded.json", "--stays", "6", "--polling-stays", "3",
+                 "--devices", "2", "--days", "2", "--tick", "3600")
+    check_common(body, "guarded")
+    modes = body["results"]["modes"]
+    assert [(m["mode"], m["stays"], m["scheduled"]) for m in modes] == [
+        ("webhooks", 6, 6), ("polling", 3, 3)]
+    for m in modes:
+        assert m["guarded_stay_days"] > 0
+        assert {"safety", "confirming", "woken", "end", "feed", "total"} <= m["per_stay_day"].keys()
