@@ -21,11 +21,12 @@ from datetime import datetime
 from typing import Any, Literal
 
 from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix, job_key_prefix
 from redis.exceptions import ResponseError, WatchError
 
 from jobs.changeset import Decision, decide
 from jobs.payload import Action, Message, Stay, parse_message, require_not_over
-from jobs.state import StayStore
+from jobs.state import StayState, StayStore
 from worker.deps import utcnow
 from worker.errors import InvalidInput
 from worker.logs import get_logger
@@ -149,6 +150,8 @@ async def _after(
             reason=decision.note,
         )
     state = decision.write or decision.current
+    if decision.write is not None and decision.current is not None:
+        await _drop_replaced(redis, decision.current, decision.write, prefix)
     if state is not None and not state.done:
         # Also heals a chain whose job was lost: enqueueing a step is idempotent.
         if decision.write is not None:
@@ -161,6 +164,26 @@ async def _after(
     seq = state.seq if state is not None else None
     jid = job_id(bid, seq, prefix=prefix) if seq is not None else None
     return EnqueueResult(bid, jid, decision.result, decision.note)
+
+
+# KEYS: arq's queue, the replaced job's key, its in-progress key. ARGV: the job id. A job that
+# is not running is removed; a running one ends by itself (its seq is stale).
+_DROP = """
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('DEL', KEYS[2])
+end
+"""
+
+
+async def _drop_replaced(redis: ArqRedis, before: StayState, after: StayState, prefix: str) -> None:
+    """A change replaced the stay's queued step (a guard look days ahead, a deferred check):
+    take it out of the queue, so it neither waits there for days nor counts as queued."""
+    if after.seq == before.seq or before.done:
+        return
+    old = job_id(before.booking_id, before.seq, prefix=prefix)
+    keys = [redis.default_queue_name, job_key_prefix + old, in_progress_key_prefix + old]
+    await redis.register_script(_DROP)(keys=keys, args=[old])
 
 
 async def enqueue_stays(

@@ -74,6 +74,20 @@ def parse_event(body: bytes | str) -> SeamEvent | None:
         return None
 
 
+# An event routed nowhere, in one call (a receiver killed between a record and its count would
+# leave the resend counted a duplicate). KEYS: de-dup key, counts. ARGV: TTL s, summary, the
+# counter of a fresh one. Returns 1 fresh, 0 a duplicate.
+_IGNORE = """
+redis.call('HINCRBY', KEYS[2], 'received', 1)
+if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[1]) then
+  redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+  return 1
+end
+redis.call('HINCRBY', KEYS[2], 'duplicate', 1)
+return 0
+"""
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What an event did: `kind` is also its counter's name in `{prefix}:events:counts`."""
@@ -200,6 +214,7 @@ class Events:
         self.counts_key = f"{prefix}:{COUNTS}"
         self.alive = alive  # how long one sign of life keeps events "flowing"
         self._take = redis.register_script(_TAKE)
+        self._ignore = redis.register_script(_IGNORE)
         self._noted = 0.0
 
     async def note_alive(self, *, webhook: bool) -> None:
@@ -221,9 +236,8 @@ class Events:
         routed = _route(event)
         if routed is None:  # recorded too: the feed's overlap and Svix's resends come again
             kind = "ignored_own" if event.event_type in OWN_EVENTS else "ignored_type"
-            key = f"{self.prefix}:event:{event.event_id}"
-            fresh = await self.redis.set(key, _summary(event), nx=True, ex=DEDUP_SECONDS)
-            await self.count("received", kind if fresh else "duplicate")
+            keys = [f"{self.prefix}:event:{event.event_id}", self.counts_key]
+            fresh = await self._ignore(keys=keys, args=[DEDUP_SECONDS, _summary(event), kind])
             return Outcome(kind if fresh else "duplicate")
         mode, key_id = routed
         index = (

@@ -6,8 +6,8 @@ import random
 from datetime import datetime, timedelta
 from typing import Any
 
-from jobs.classify import Severity, classify
 from jobs import guard
+from jobs.classify import Severity, classify
 from jobs.guard import (
     ERRORS,
     NOT_ON_DEVICE,

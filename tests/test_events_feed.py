@@ -143,13 +143,15 @@ async def test_a_backlog_over_one_poll_is_read_whole(
 
 
 async def waiting_stay(rig: Rig, booking_id: str = "B1") -> str:
-    """A stay waiting for its lock (its code created, its next check days ahead): its job id."""
+    """A stay waiting for its lock (its code created, its next check days ahead), then its lock
+    gone offline: an event that wakes it (`access_code.created` wakes nothing). Its job id."""
     await rig.enqueue(rig.stay(booking_id, days_ahead=10))
 
     async def waiting() -> bool:
         return (await rig.state(booking_id)).state is Phase.WAITING
 
     await rig.run_until(waiting)
+    rig.sandbox.take_offline("lock-1")
     return job_id(booking_id, (await rig.state(booking_id)).seq, prefix="codeprov")
 
 
@@ -324,7 +326,7 @@ async def test_a_crash_is_reported_and_the_feed_restarted(redis: Redis, redis_ur
 async def test_a_worker_polls_and_its_events_wake(redis: Redis, redis_url: str) -> None:
     """A worker with CODEPROV_EVENTS_POLL set polls /events/list and takes the stay's events."""
     async with Rig(redis_url, SLOW_LOCK, overrides={"events_poll": 0.05}) as rig:
-        await rig.enqueue(rig.stay("B1", days_ahead=10))
+        await waiting_stay(rig)
 
         async def taken() -> bool:
             return (await read_counts(redis, "codeprov")).get("taken", 0) >= 1

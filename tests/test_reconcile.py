@@ -8,6 +8,7 @@ import pytest
 from harness import Rig
 from redis.asyncio import Redis
 
+from jobs.enqueue import cancel_stay
 from jobs.reconcile import reconcile
 from jobs.state import Phase, StayStore
 from seam_sandbox import DeviceSpec, Latency, Scenario
@@ -54,11 +55,13 @@ async def test_recent_stays_get_a_grace_period(redis: Redis, redis_url: str) -> 
 
 
 async def test_final_stays_leave_the_index(redis: Redis, redis_url: str) -> None:
-    """Finished stays are dropped from the index, never re-enqueued."""
+    """Finished (cancelled) stays are dropped from the index, never re-enqueued."""
     async with Rig(redis_url, one_lock()) as rig:
         await rig.enqueue(rig.stay("B1"))
         await rig.run()
-        assert (await rig.state("B1")).state.is_final
+        await cancel_stay(rig.pool, "B1", now=rig.now)
+        await rig.run()
+        assert (await rig.state("B1")).state is Phase.CANCELLED
         store = StayStore(rig.pool)
         later = rig.now + timedelta(minutes=5)
         # Still indexed and overdue, as an older snapshot restored can leave it; its job is gone.

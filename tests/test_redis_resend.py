@@ -65,7 +65,8 @@ async def test_a_step_lock_taken_by_a_resent_begin_is_its_own(
     state = StayState(stay=Stay(booking_id="B1", device_id="lock-1"), enqueued_at=now,
                       updated_at=now)
     assert await StayStore(redis).create(state)
-    keys = ["codeprov:stay:B1", "codeprov:lock:B1", "codeprov:latency", "codeprov:down"]
+    keys = ["codeprov:stay:B1", "codeprov:lock:B1", "codeprov:latency", "codeprov:down",
+            "codeprov:events:flowing", "codeprov:signal:B1"]
     begin = impatient.register_script(_BEGIN)
     assert (await begin(keys=["none", *keys[1:]], args=[0, "job-1", 30_000]))[0] == 0  # loaded
     blocker = await late_answers(redis)

@@ -10,6 +10,7 @@ from harness import Rig
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
+from jobs.guard import MAX_REPROVISIONS
 from jobs.state import Phase
 from seam_sandbox import DeviceSpec, Latency, Scenario
 
@@ -33,15 +34,19 @@ async def delete_behind_our_back(rig: Rig, access_code_id: str) -> None:
 
 
 async def failed_code_deleted(rig: Rig) -> tuple[dict[str, Any], str]:
-    """B1 scheduled, its code deleted outside codeprov, then update r2 fails on it."""
+    """B1 scheduled, updated to r2; then its code deleted outside codeprov MAX_REPROVISIONS
+    + 1 times (a new code is provisioned each time but the last): `access_code_deleted`."""
     await rig.enqueue(rig.stay("B1", revision=1))
     await rig.run()
-    dead = (await rig.state("B1")).access_code_id
-    assert dead is not None
-    await delete_behind_our_back(rig, dead)
     moved = rig.stay("B1", days_ahead=2, revision=2, action="update")
     assert (await rig.enqueue(moved)).result == "enqueued"
     await rig.run()
+    for _ in range(MAX_REPROVISIONS + 1):
+        dead = (await rig.state("B1")).access_code_id
+        assert dead is not None
+        await delete_behind_our_back(rig, dead)
+        await rig.make_due()  # the guard's next look finds it gone
+        await rig.run()
     state = await rig.state("B1")
     assert state.state is Phase.FAILED and state.failure is not None
     assert state.failure.reason == "access_code_deleted"
@@ -78,7 +83,8 @@ async def test_changed_update_of_a_dead_code_provisions_anew(
         assert (await rig.enqueue(later)).result == "enqueued"
         await rig.run()
         await assert_one_new_code(rig, dead)
-        assert rig.sandbox.stats()["requests"]["/access_codes/update"] == {"404": 1}
+        # r2's update only: the dead code is not updated
+        assert rig.sandbox.stats()["requests"]["/access_codes/update"] == {"200": 1}
 
 
 async def test_unchanged_resend_of_failed_stay_without_revision_is_duplicate(

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from svix.webhooks import Webhook
 
 from jobs.events import read_counts
-from jobs.state import Phase, StayStore
+from jobs.state import Failure, Phase, StayStore
 from seam_sandbox import DeviceSpec, Latency, Scenario
 from worker.queue import job_id
 
@@ -224,17 +224,37 @@ async def test_event_for_a_waiting_stay_moves_its_job_to_now(
         assert moved is not None and before <= moved <= time.time() * 1000
 
 
-async def test_final_stay_is_not_woken(receiver: Receiver, redis: Redis, redis_url: str) -> None:
-    """An event for a scheduled stay's code is recorded and counted, and queues no job."""
+async def test_guarded_stay_is_woken(receiver: Receiver, redis: Redis, redis_url: str) -> None:
+    """An event for a scheduled (guarded) stay's code moves its next guard look to now."""
     scenario = Scenario(devices=[DeviceSpec(id="lock-1", latency=Latency.fixed(0.05))])
     async with Rig(redis_url, scenario) as rig:
-        await rig.enqueue(rig.stay("B1", days_ahead=0.01))
+        await rig.enqueue(rig.stay("B1", days_ahead=2))
         await rig.run()
-        state = await StayStore(rig.pool).get("B1")
-        assert state is not None and state.state is Phase.SCHEDULED
+        state = await rig.state("B1")
+        assert state.state is Phase.SCHEDULED
+        job = job_id("B1", state.seq, prefix="codeprov")
+        assert (await redis.zscore("codeprov:queue", job) or 0) > (time.time() + 3600) * 1000
+        body = seam_event(access_code_id=state.access_code_id)
+        before = time.time() * 1000
+        assert post(receiver, body, signed(body)).json() == {"outcome": "taken"}
+        moved = await redis.zscore("codeprov:queue", job)
+        assert moved is not None and before <= moved <= time.time() * 1000
+
+
+async def test_final_stay_is_not_woken(receiver: Receiver, redis: Redis, redis_url: str) -> None:
+    """An event for a failed stay's code is recorded and counted, and moves no job."""
+    scenario = Scenario(devices=[DeviceSpec(id="lock-1", latency=Latency.fixed(0.05))])
+    async with Rig(redis_url, scenario) as rig:
+        await rig.enqueue(rig.stay("B1", days_ahead=2))
+        await rig.run()
+        state = await rig.state("B1")
+        state.state, state.failure = Phase.FAILED, Failure(reason="test", message="failed")
+        seq, state.seq = state.seq, state.seq + 1
+        assert await StayStore(rig.pool).commit(state, expected_seq=seq)
+        queued = await redis.zrange("codeprov:queue", 0, -1, withscores=True)
         body = seam_event(access_code_id=state.access_code_id)
         assert post(receiver, body, signed(body)).json() == {"outcome": "taken"}
-        assert await redis.zcard("codeprov:queue") == 0
+        assert await redis.zrange("codeprov:queue", 0, -1, withscores=True) == queued
         assert (await read_counts(redis, "codeprov"))["stays_final"] == 1
 
 

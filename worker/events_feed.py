@@ -94,22 +94,24 @@ class EventsFeed:
     _failing: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
+        self._cadence = self.interval  # the interval in effect (next_interval)
         self._extend = self.redis.register_script(_EXTEND)
         self._release = self.redis.register_script(_RELEASE)
 
     @property
     def lease_ms(self) -> int:
-        """Two intervals and one request: a holder that misses a beat keeps it."""
-        longest = max(self.interval, self.webhook_interval)
-        return max(1, int((2 * longest + self.request_timeout) * 1000))
+        """Two intervals (the one in effect) and one request: a holder that misses a beat
+        keeps it."""
+        return max(1, int((2 * self._cadence + self.request_timeout) * 1000))
 
     async def next_interval(self) -> float:
         """`interval`, or `webhook_interval` while webhooks arrive (they carry the news)."""
         try:
             webhooks = await self.redis.exists(webhooks_key(self.prefix))
         except TRANSIENT:
-            return self.interval
-        return self.webhook_interval if webhooks else self.interval
+            webhooks = 0
+        self._cadence = self.webhook_interval if webhooks else self.interval
+        return self._cadence
 
     async def hold(self) -> bool:
         """Extend our lease, or take it if free: whether this worker is the poller now."""
