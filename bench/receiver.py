@@ -25,24 +25,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
+import importlib.util
 import math
 import os
-import random
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil  # type: ignore[import-untyped]
 from redis import Redis
-from svix.webhooks import Webhook
 
 from bench.cluster import CODEPROV, stop
 from bench.common import (
@@ -55,18 +51,12 @@ from bench.common import (
     write_results,
 )
 from bench.loadgen import Fired, closed_loop, open_loop
-from jobs.payload import Stay
-from jobs.records import Phase
-from jobs.state import StayState, code_index_key, device_index_key
+from bench.signed_events import PREFIX, SignedEvents, seed_waiting_stays
 from worker.localredis import LocalRedis, free_port
-from worker.queue import job_id
 
 RESULTS = RESULTS_DIR / "receiver.json"
-PREFIX = "codeprov"
 RATE_TARGET = 2000.0
 P99_TARGET_MS = 20.0
-TYPES = ("access_code.set_on_device", "access_code.changed", "access_code.removed_from_device",
-         "access_code.delay_in_setting_on_device", "access_code.modified_external_to_seam")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     targets = _targets(results)
     print()
     print_targets(targets)
-    config = {**vars(args), "receiver_core": own, "load_core": load, "cores": len(cores)}
+    config = {**vars(args), "receiver_core": own, "load_core": load, "cores": len(cores),
+              **_server_stack()}
     write_results("receiver", args.out, info, config, results, targets)
     return 0
 
@@ -146,12 +137,12 @@ class Meters:
 def _measure(args: argparse.Namespace, server: LocalRedis, core: int, tmp: Path) -> dict[str, Any]:
     secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
     with Redis.from_url(server.url) as redis:
-        codes = _seed(redis, args.stays)
+        codes = seed_waiting_stays(redis, args.stays)
     port = free_port()
     with _receiver(server.url, secret, port, core, tmp / "receiver.log") as pid:
         assert server.process is not None
         meters = Meters(pid, server.process.pid)
-        events = _Events(secret, port, codes, args.indexed)
+        events = SignedEvents(secret, port, codes, args.indexed)
         shots: list[Shot] = []
 
         def phase(name: str, requests: list[bytes], go: Callable[..., Any],
@@ -188,6 +179,15 @@ def _measure(args: argparse.Namespace, server: LocalRedis, core: int, tmp: Path)
     }
 
 
+def _server_stack() -> dict[str, str]:
+    """What uvicorn's `auto` picks in this environment: its HTTP parser and event loop."""
+    def have(name: str) -> bool:
+        return importlib.util.find_spec(name) is not None
+
+    return {"receiver_http": "httptools" if have("httptools") else "h11",
+            "receiver_loop": "uvloop" if have("uvloop") else "asyncio"}
+
+
 def _cpu_us(shot: Shot) -> float:
     return round(shot.cpu_receiver / shot.per_s * 1e6, 1) if shot.per_s else math.nan
 
@@ -212,63 +212,6 @@ def _shot(name: str, fired: Fired, wall: float, cpu: Sequence[float],
         cpu_redis=round(cpu[2], 2), cpu_others=round(max(cpu[3], 0.0), 2), offered_per_s=offered,
         generator_late_p99_ms=None if late is None else round(late, 2),
     )
-
-
-class _Events:
-    """Seam-shaped events, signed as Svix signs them, as raw HTTP/1.1 requests."""
-
-    def __init__(self, secret: str, port: int, codes: list[str], indexed: float) -> None:
-        self.webhook, self.port, self.codes, self.indexed = Webhook(secret), port, codes, indexed
-        self.random = random.Random(0)
-        self.sent = 0
-
-    def signed(self, n: int) -> list[bytes]:
-        at = datetime.now(UTC)  # signed just before firing: inside Svix's 5 minutes
-        out = [self._request(self._body(), at) for _ in range(n)]
-        self.sent += n
-        return out
-
-    def _body(self) -> str:
-        mine = self.codes and self.random.random() < self.indexed
-        code = self.random.choice(self.codes) if mine else f"ac_{uuid.uuid4()}"
-        now = datetime.now(UTC).isoformat()
-        return json.dumps({
-            "event_id": str(uuid.uuid4()), "event_type": self.random.choice(TYPES),
-            "workspace_id": "ws_bench", "created_at": now, "occurred_at": now,
-            "access_code_id": code, "device_id": f"lock-{self.random.randrange(100)}",
-            "connected_account_id": "ca_bench", "code": f"{self.random.randrange(10**6):06}",
-        })
-
-    def _request(self, body: str, at: datetime) -> bytes:
-        msg_id = f"msg_{uuid.uuid4().hex}"
-        head = (f"POST /webhooks/seam HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-                f"User-Agent: Svix-Webhooks/1.0\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body.encode())}\r\nsvix-id: {msg_id}\r\n"
-                f"svix-timestamp: {int(at.timestamp())}\r\n"
-                f"svix-signature: {self.webhook.sign(msg_id, at, body)}\r\n\r\n")
-        return (head + body).encode()
-
-
-def _seed(redis: Redis, n: int) -> list[str]:
-    """n stays waiting for their lock, each with a check queued days ahead: their code ids."""
-    now = datetime.now(UTC)
-    starts = now + timedelta(days=10)
-    later = (time.time() + 9 * 86400) * 1000
-    codes = []
-    with redis.pipeline(transaction=False) as pipe:
-        for i in range(n):
-            stay = Stay(booking_id=f"B{i:05}", device_id=f"lock-{i % 100}", starts_at=starts,
-                        ends_at=starts + timedelta(days=2))
-            code = f"ac_{uuid.uuid4()}"
-            state = StayState(stay=stay, state=Phase.WAITING, seq=1, access_code_id=code,
-                              enqueued_at=now, updated_at=now)
-            pipe.set(f"{PREFIX}:stay:{stay.booking_id}", state.model_dump_json())
-            pipe.set(code_index_key(PREFIX, code), stay.booking_id)
-            pipe.sadd(device_index_key(PREFIX, stay.device_id), stay.booking_id)
-            pipe.zadd(f"{PREFIX}:queue", {job_id(stay.booking_id, 1, prefix=PREFIX): later})
-            codes.append(code)
-        pipe.execute()
-    return codes
 
 
 @contextmanager
