@@ -16,7 +16,7 @@ integer, or the booking's updated-at timestamp). Rules, applied atomically per b
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -25,8 +25,9 @@ from arq.constants import in_progress_key_prefix, job_key_prefix
 from redis.exceptions import ResponseError, WatchError
 
 from jobs.changeset import Decision, decide
+from jobs.group import reported_key
 from jobs.payload import Action, Message, Stay, parse_message, require_not_over
-from jobs.state import StayState, StayStore
+from jobs.state import StayState, StayStore, part_id
 from worker.deps import utcnow
 from worker.errors import InvalidInput
 from worker.logs import get_logger
@@ -94,18 +95,67 @@ async def apply_message(
         decision = await _decide(redis, message, prefix, now)
     except InvalidInput as exc:  # the stored record is broken: say so, change nothing
         return EnqueueResult(message.booking_id, None, "invalid", str(exc))
-    return await _after(redis, message, decision, now, prefix)
+    result = await _after(redis, message, decision, now, prefix)
+    if result.result != "invalid" and not decision.ignored:
+        try:
+            await _apply_to_parts(redis, message, decision, prefix, now)
+        except InvalidInput as exc:  # a part's stored record is broken
+            return EnqueueResult(message.booking_id, result.job_id, "invalid", str(exc))
+    return result
 
 
-async def _decide(redis: ArqRedis, message: Message, prefix: str, now: datetime) -> Decision:
+async def _apply_to_parts(
+    redis: ArqRedis, message: Message, decision: Decision, prefix: str, now: datetime
+) -> None:
+    """A stay of several locks (jobs/group.py): the message goes to each further lock's record
+    too; a lock no longer in the stay is cancelled (its code removed). A crash part-way is
+    healed by the message sent again: the parts done already answer duplicate."""
+    before = decision.current.stay.locks[1:] if decision.current else ()
+    after = message.stay.locks[1:] if message.stay is not None else ()
     store = StayStore(redis, prefix)
-    key, tomb = store.key(message.booking_id), store.tombstone_key(message.booking_id)
+    for lock in after:
+        assert message.stay is not None
+        stay = message.stay.model_copy(update={"device_id": lock, "device_ids": None})
+        await _to_part(redis, replace(message, stay=stay), lock, prefix, now)
+    for lock in before:
+        if lock not in after and await redis.exists(store.key(part_id(message.booking_id, lock))):
+            cancel = Message(Action.CANCEL, message.booking_id, message.revision, None)
+            await _to_part(redis, cancel, lock, prefix, now)
+
+
+async def _to_part(
+    redis: ArqRedis, message: Message, lock: str, prefix: str, now: datetime
+) -> None:
+    decision = await _decide(redis, message, prefix, now, part=lock)
+    state = decision.write or decision.current
+    if decision.write is not None and decision.current is not None:
+        await _drop_replaced(redis, decision.current, decision.write, prefix)
+    if decision.write is not None and not decision.write.done:
+        delay = JUMP_AHEAD if decision.write.is_urgent(now) else 0.0
+        await enqueue_step(redis, decision.write.booking_id, decision.write.seq, prefix=prefix,
+                           delay=delay)
+    elif state is not None and not state.done:  # heals a lost job, as for the booking's own
+        delay = max(0.0, ((state.next_check_at or now) - now).total_seconds())
+        await enqueue_step(redis, state.booking_id, state.seq, prefix=prefix, delay=delay)
+
+
+async def _decide(
+    redis: ArqRedis, message: Message, prefix: str, now: datetime, part: str | None = None
+) -> Decision:
+    """Decide and write atomically. `part`: the lock of a further lock's record (no tombstone:
+    a cancel before the stay is the booking's)."""
+    store = StayStore(redis, prefix)
+    record = part_id(message.booking_id, part) if part else message.booking_id
+    key, tomb = store.key(record), store.tombstone_key(message.booking_id)
     async with redis.pipeline(transaction=True) as pipe:
         while True:
             try:
                 await pipe.watch(key, tomb)
-                current = store.load(await _read(pipe, key), message.booking_id)
-                decision = decide(current, await _read(pipe, tomb), message, now)
+                current = store.load(await _read(pipe, key), record)
+                decision = decide(current, None if part else await _read(pipe, tomb), message,
+                                  now)
+                if part:
+                    decision = _as_part(decision)
                 if decision.write is not None or decision.tombstone is not None:
                     pipe.multi()  # type: ignore[no-untyped-call]
                     _stage(store, pipe, decision, tomb)
@@ -114,6 +164,13 @@ async def _decide(redis: ArqRedis, message: Message, prefix: str, now: datetime)
             except WatchError:
                 continue  # a step or another message committed meanwhile: decide again
     return decision
+
+
+def _as_part(decision: Decision) -> Decision:
+    """A part's record is marked one; a cancel of a part never seen leaves nothing."""
+    if decision.write is not None:
+        decision.write.part = True
+    return replace(decision, tombstone=None)
 
 
 async def _read(pipe: Any, key: str) -> Any:
@@ -131,7 +188,11 @@ async def _read(pipe: Any, key: str) -> Any:
 def _stage(store: StayStore, pipe: Any, decision: Decision, tomb: str) -> None:
     if decision.write is not None:
         store.stage(pipe, decision.write)
-        pipe.delete(tomb)
+        if not decision.write.part:
+            pipe.delete(tomb)
+        if decision.current is not None and decision.write.seq != decision.current.seq:
+            # A change: the stay's outcome after it is told again, as `_reopen` does per record
+            pipe.delete(reported_key(store.prefix, decision.write.stay.booking_id))
     if decision.tombstone is not None:
         pipe.set(tomb, decision.tombstone, ex=TOMBSTONE_SECONDS)
 

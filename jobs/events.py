@@ -183,6 +183,9 @@ for _, id in ipairs(ids) do
   end
 end
 if #seen == 0 then
+  -- Not kept as seen: it may have come before the commit that indexes its code, and its
+  -- resend or the feed's re-read must find the stay then.
+  redis.call('DEL', KEYS[1])
   redis.call('HINCRBY', KEYS[2], 'ignored_unmanaged', 1)
   return {1}
 end

@@ -123,7 +123,7 @@ def provision_again(step: Step) -> None:
 def trusted_signal(step: Step) -> bool:
     """Whether Seam's event alone may say the code is on the lock: it said so and nothing else
     since the last step, nothing stored needs a look to clear (the create's own mutation aside:
-    a code on the lock has none), and it is not older than the last create or update."""
+    a code on the lock has none), and it is not older than the last create, update or read."""
     s = step.state
     kind, _, at = step.signal.partition("|")
     if kind != SCHEDULED_SIGNAL or s.to_delete or s.errors or s.warnings:
@@ -131,7 +131,10 @@ def trusted_signal(step: Step) -> bool:
     if not set(s.mutations) <= CREATION_MUTATIONS:
         return False
     occurred = _time(at)
-    return occurred is not None and (s.programming_since is None or occurred >= s.programming_since)
+    # Older than the last create or update, or than the last read (a late event about a code
+    # that read found broken since): says nothing of the code now.
+    floors = [t for t in (s.programming_since, s.looked_at) if t is not None]
+    return occurred is not None and all(occurred >= t for t in floors)
 
 
 def _time(text: str) -> datetime | None:

@@ -28,7 +28,7 @@ Seen = dict[str, dict[str, tuple[str, datetime]]]  # per kind: condition -> (mes
 
 def observe(step: Step, code: AccessCode) -> None:
     s, now = step.state, step.now
-    s.checks += 1
+    s.checks, s.looked_at = s.checks + 1, now
     pin_changed(step, code.code)
     s.code = code.code or s.code
     seen = current(code, now)

@@ -12,7 +12,7 @@ import enum
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -24,14 +24,44 @@ _ID = r"^[^\x00-\x1f\x7f]+$"  # any printable text: Seam ids are not always UUID
 MAX_REVISION = 2**53 - 1
 
 
+MAX_LOCKS = 10
+DeviceId = Annotated[str, Field(min_length=1, max_length=200, pattern=_ID)]
+
+
 class Stay(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
     booking_id: str = Field(min_length=1, max_length=200, pattern=_ID)
-    device_id: str = Field(min_length=1, max_length=200, pattern=_ID)
+    device_id: str = Field(min_length=1, max_length=200, pattern=_ID)  # the first lock
+    # Several locks, one PIN (jobs/group.py): None for one lock. Given instead of device_id.
+    device_ids: tuple[DeviceId, ...] | None = Field(None, min_length=2, max_length=MAX_LOCKS)
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     name: str | None = Field(None, min_length=1, max_length=200, pattern=_ID)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _locks(cls, data: Any) -> Any:
+        """`device_ids` (1 to 10 distinct ids) or `device_id`, exactly one; a list of one
+        lock is a stay of one lock. The intake stream sends `device_ids` comma-separated."""
+        if not isinstance(data, dict) or data.get("device_ids") is None:
+            return data
+        ids = data["device_ids"]
+        if isinstance(ids, str):
+            ids = [part.strip() for part in ids.split(",")]
+        if not isinstance(ids, list | tuple) or not ids:
+            raise ValueError("device_ids: a list of 1 to 10 device ids")
+        if data.get("device_id") is not None and data["device_id"] != ids[0]:
+            raise ValueError("give device_id or device_ids, not both")
+        if len(ids) > MAX_LOCKS:
+            raise ValueError(f"device_ids: at most {MAX_LOCKS} locks per stay")
+        if len(set(map(str, ids))) != len(ids):
+            raise ValueError("device_ids: each lock once")
+        return {**data, "device_id": ids[0], "device_ids": ids if len(ids) > 1 else None}
+
+    @property
+    def locks(self) -> tuple[str, ...]:
+        return self.device_ids or (self.device_id,)
 
     @model_validator(mode="after")
     def _window(self) -> Stay:

@@ -19,6 +19,7 @@ from jobs.events import flowing_key, signal_key
 from jobs.guard import MAX_REPROVISIONS, provision_again
 from jobs.observe import check_at_risk, check_deadline, observe, scheduled_by_event
 from jobs.provision import provision
+from jobs.state import booking_of
 from jobs.step import JobInfo, Step, until
 from jobs.workspace import down_key, report_down, report_up
 from worker.deps import Deps
@@ -76,7 +77,11 @@ return {3, raw, learned[1], learned[2], redis.call('EXISTS', KEYS[4]),
 # Returns 1 if it did, else 0.
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-if ARGV[2] == '' or redis.call('DEL', KEYS[2]) == 0 then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[2])  -- superseded or done: the mark must not pull a later look ahead
+  return 0
+end
+if redis.call('DEL', KEYS[2]) == 0 then return 0 end
 local score = redis.call('ZSCORE', KEYS[3], ARGV[2])
 if score and tonumber(score) > tonumber(ARGV[3]) then
   redis.call('ZADD', KEYS[3], 'XX', ARGV[3], ARGV[2])
@@ -93,7 +98,7 @@ class StayBusy(CodeprovError):
 
 
 async def advance_stay(deps: Deps, booking_id: str, seq: int, job: JobInfo) -> None:
-    log = get_logger(booking_id=booking_id, job_id=job.job_id, job_try=job.job_try)
+    log = get_logger(booking_id=booking_of(booking_id), job_id=job.job_id, job_try=job.job_try)
     lock = f"{deps.settings.key_prefix}:lock:{booking_id}"
     prefix = deps.settings.key_prefix
     keys = [deps.store.key(booking_id), lock, deps.latency.key, down_key(prefix),
@@ -168,10 +173,13 @@ async def _run(step: Step) -> None:
     except SeamNotFound as exc:
         _not_found(step, exc)
     except SeamClientError as exc:
-        step.fail(exc.error_type or f"seam_http_{exc.status}", str(exc))
+        if s.scheduled_at is not None and not s.cancel_requested:
+            _transient(step, exc)  # a guarded stay is watched on, never failed by one answer
+        else:
+            step.fail(exc.error_type or f"seam_http_{exc.status}", str(exc))
 
 
-def _transient(step: Step, exc: SeamTransientError) -> None:
+def _transient(step: Step, exc: SeamError) -> None:
     s, cfg = step.state, step.deps.settings
     s.transient_failures += 1
     s.last_seam_error = f"{exc.route}: {exc.status or type(exc).__name__} {exc.message}"[:200]
@@ -240,7 +248,7 @@ async def _finish(step: Step, expected_seq: int) -> str | None:
     s.next_check_at = None if s.done else (step.next_at or step.now)
     s.seq = expected_seq + 1
     if not await step.deps.store.commit(s, expected_seq=expected_seq):
-        get_logger(booking_id=s.booking_id).info("step.superseded", job_id=step.job.job_id)
+        get_logger(booking_id=s.stay.booking_id).info("step.superseded", job_id=step.job.job_id)
         return None
     step.write_events()
     prefix = step.deps.store.prefix

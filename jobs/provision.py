@@ -15,9 +15,16 @@ from datetime import timedelta
 import anyio
 
 from jobs.backup import use_pool
+from jobs.group import shared_pin
 from jobs.state import Applied, Phase, Slot
 from jobs.step import Step
-from worker.errors import RateLimitWait, SeamConflict, SeamError, SeamRateLimited
+from worker.errors import (
+    RateLimitWait,
+    SeamClientError,
+    SeamConflict,
+    SeamError,
+    SeamRateLimited,
+)
 from worker.limiter import RESERVE_SLACK_MS, Operation
 from worker.logs import get_logger
 from worker.seam_models import AccessCode
@@ -34,6 +41,11 @@ async def provision(step: Step) -> AccessCode | None:
     pool = await use_pool(step)  # cached per lock: at most one /devices/get per lock a day
     if not await _take_turn(step):
         return None
+    if s.code is None and s.part and not s.pin_conflicts:
+        shared = await shared_pin(step)  # one PIN on every lock of the stay: the first lock's
+        if shared is None:
+            return None  # the first lock has none yet: back shortly, the turn kept
+        s.code, s.pin_shared = shared or None, bool(shared)
     if s.code is None:
         generated = await seam.generate_code(stay.device_id)
         ready = generated.as_access_code()
@@ -60,7 +72,7 @@ async def _adopt_generated(step: Step, ready: AccessCode) -> AccessCode | None:
     try:
         await step.deps.seam.delete_access_code(ready.access_code_id, ready.device_id)
     except SeamError as exc:
-        get_logger(booking_id=step.state.booking_id).error(
+        get_logger(booking_id=step.state.stay.booking_id).error(
             "access_code.orphaned", device_id=ready.device_id,
             access_code_id=ready.access_code_id, error=str(exc),
             message="a code generate_code made for a stay changed meanwhile could not be "
@@ -166,15 +178,22 @@ async def _create(step: Step, pool: bool) -> AccessCode | None:
             return adopt(step, landed, adopted=True, applied=asked_before)
         _pin_conflict(step, exc)
         return None
+    except SeamClientError as exc:
+        if not s.pin_shared or exc.error_type != "code_constraints_violated":
+            raise
+        _pin_conflict(step, exc)  # the lock takes no PIN like the first lock's: one of its own
+        return None
     return adopt(step, created, adopted=False)
 
 
-def _pin_conflict(step: Step, exc: SeamConflict) -> None:
+def _pin_conflict(step: Step, exc: SeamClientError) -> None:
     s = step.state
     s.pin_conflicts += 1
+    shared, s.pin_shared = s.pin_shared, False
     s.code, s.create_sent, s.requested = None, False, None
     step.emit("warning", "access_code.pin_conflict", device_id=s.stay.device_id,
-              seam_request_id=exc.request_id, attempt=s.pin_conflicts)
+              seam_request_id=exc.request_id, attempt=s.pin_conflicts,
+              shared_pin=shared or None, error_type=exc.error_type)
     if s.pin_conflicts >= step.deps.settings.max_pin_attempts:
         step.fail("pin_conflicts", f"{s.pin_conflicts} generated PINs were already on the lock")
     step.later(0)

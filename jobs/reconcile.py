@@ -9,11 +9,13 @@ a reconciler racing a worker never doubles a job.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix
 
+from jobs import group
 from jobs.state import StayStore
 from worker.errors import InvalidInput
 from worker.logs import get_logger
@@ -31,7 +33,23 @@ async def reconcile(
         booking_id = raw.decode() if isinstance(raw, bytes) else str(raw)
         if await _requeue(redis, store, booking_id):
             requeued.append(booking_id)
+    await regroup(store, limit=limit)
     return requeued
+
+
+async def regroup(store: StayStore, *, grace: float = 30.0, limit: int = 1000) -> int:
+    """Report the outcome of multi-lock stays a crash left unreported (jobs/group.py): those
+    marked before a commit more than `grace` seconds ago (wall time). Returns how many."""
+    key = f"{store.prefix}:{group.REGROUP}"
+    marked = await store.redis.zrangebyscore(key, "-inf", time.time() - grace, start=0,
+                                             num=limit)
+    for raw in marked:
+        try:
+            await group.report(store, raw.decode() if isinstance(raw, bytes) else str(raw))
+        except InvalidInput as exc:
+            get_logger(booking_id=str(raw)).error("stay.unreadable", reason=str(exc))
+            await store.redis.zrem(key, raw)
+    return len(marked)
 
 
 async def _requeue(redis: ArqRedis, store: StayStore, booking_id: str) -> bool:

@@ -21,26 +21,42 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from redis.asyncio import Redis
 
+from jobs.commit_lua import COMMIT, code_index_key, device_index_key, unsettled_key
 from jobs.payload import Stay, describe
 from jobs.records import Applied, CodeRef, Failure, Phase, Slot, report_key, result_entry
 from worker.errors import InvalidInput
 
 __all__ = [
-    "Applied", "CodeRef", "Failure", "Phase", "Slot", "StayState", "StayStore", "code_index_key",
-    "device_index_key",
+    "PART_SEP", "Applied", "CodeRef", "Failure", "Phase", "Slot", "StayState", "StayStore",
+    "booking_of", "code_index_key", "device_index_key", "part_id", "unsettled_key",
 ]
 
 RETENTION_AFTER_END = timedelta(days=30)
 URGENT_WITHIN = timedelta(hours=24)
 
 
+PART_SEP = "\x1f"  # never in a booking id (printable text): a part's id cannot be a booking's
+
+
+def part_id(booking_id: str, device_id: str) -> str:
+    """The record id of one further lock of a multi-lock stay."""
+    return f"{booking_id}{PART_SEP}{device_id}"
+
+
+def booking_of(record_id: str) -> str:
+    """The booking a record id belongs to (itself, or a part's booking)."""
+    return record_id.split(PART_SEP, 1)[0]
+
+
 class StayState(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     stay: Stay
+    part: bool = False  # a further lock of a multi-lock stay; the first lock is the booking's
+    pin_shared: bool = False  # the PIN was the first lock's (a refusal: a PIN of its own)
     revision: int | None = None  # of the last message applied
     action: str = "provision"  # of the last message applied
     cancel_requested: bool = False
@@ -50,6 +66,7 @@ class StayState(BaseModel):
     previous: CodeRef | None = None  # the code a move left behind, for the outcome
     changed_at: datetime | None = None
     programming_since: datetime | None = None  # when the lock started on the current change
+    looked_at: datetime | None = None  # the last read of the code (an event older says less)
     state: Phase = Phase.QUEUED
     seq: int = 0
     access_code_id: str | None = None
@@ -77,9 +94,29 @@ class StayState(BaseModel):
     backup: bool = False  # the current code is a backup pulled for it (jobs/backup.py)
     original_access_code_id: str | None = None  # the code the backup stands in for
 
+    @model_validator(mode="after")
+    def _reported_before(self) -> StayState:
+        """A record the version before guarding wrote `scheduled` told the booking system so
+        already: taken as reported, so its first guard look writes no second entry."""
+        if self.reported is None and self.state is Phase.SCHEDULED and not self.grouped:
+            self.reported = report_key(self)
+        return self
+
     @property
     def booking_id(self) -> str:
-        return self.stay.booking_id
+        """The record's id: the booking's, or for a further lock of its stay `part_id`."""
+        stay = self.stay
+        return part_id(stay.booking_id, stay.device_id) if self.part else stay.booking_id
+
+    @property
+    def unsettled(self) -> bool:
+        """On its way to an outcome: not scheduled, failed, cancelled or over."""
+        return not self.done and self.state is not Phase.SCHEDULED
+
+    @property
+    def grouped(self) -> bool:
+        """One record of a stay with several locks: its outcome is the group's (jobs/group.py)."""
+        return self.part or self.stay.device_ids is not None
 
     @property
     def done(self) -> bool:
@@ -140,7 +177,7 @@ class StayStore:
         self.results_key = f"{prefix}:results"
         self.index_key = f"{prefix}:stays"
         self._maxlen = results_maxlen
-        self._commit = redis.register_script(_COMMIT)
+        self._script = redis.register_script(COMMIT)
 
     def key(self, booking_id: str) -> str:
         return f"{self.prefix}:stay:{booking_id}"
@@ -167,16 +204,26 @@ class StayStore:
         The revision only moves forward: a message may have recorded a newer one at this seq
         (a duplicate with a newer revision), which this write takes over instead of undoing.
         """
+        if not state.grouped:
+            return await self._commit(state, expected_seq)
+        from jobs import group  # the group's outcome, worked out from all its records
+
+        await group.mark(self, state.stay.booking_id)  # a crash from here: the reconciler's
+        done = await self._commit(state, expected_seq)
+        await group.report(self, state.stay.booking_id, self._maxlen)
+        return done
+
+    async def _commit(self, state: StayState, expected_seq: int) -> bool:
         keys = [self.key(state.booking_id), self.index_key, self.results_key,
-                device_index_key(self.prefix, state.stay.device_id)]
+                device_index_key(self.prefix, state.stay.device_id), unsettled_key(self.prefix)]
         if state.access_code_id is not None:
             keys.append(code_index_key(self.prefix, state.access_code_id))
         key = report_key(state)
-        report = key is not None and key != state.reported
+        report = not state.grouped and key is not None and key != state.reported
         state.reported = key if report else state.reported
         while True:
             args = self._args(state, expected_seq, report)
-            if (done := await self._commit(keys=keys, args=args)) != 2:
+            if (done := await self._script(keys=keys, args=args)) != 2:
                 break
             stored = await self.get(state.booking_id)
             if stored is None or stored.seq != expected_seq:
@@ -198,7 +245,7 @@ class StayStore:
         expiry = _expiry(state)
         revision = "" if state.revision is None else state.revision
         args: list[Any] = [expected_seq, _dump(state), "" if expiry is None else expiry,
-                           state.booking_id, due, revision]
+                           state.booking_id, due, revision, "1" if state.unsettled else "0"]
         if report:
             args.append(self._maxlen)
             for field, value in result_entry(state).items():
@@ -219,58 +266,10 @@ class StayStore:
             pipe.zrem(self.index_key, state.booking_id)
         else:
             pipe.zadd(self.index_key, {state.booking_id: _due(state)})
-
-
-# KEYS: record, index, results, the lock's stays (a set: the booking id is added while not
-# final, removed once final), and the code's index key when the record holds an access_code_id
-# (set to the booking id, with the record's expiry). ARGV: expected seq, record JSON, EXAT ('' for
-# none), booking id, index score ('' when final: leave the index), the record's revision ('' for
-# none), then for an outcome the stream's MAXLEN and its field/value pairs. Returns 1 written, 0
-# the record is gone or at another seq, -1 it is not JSON, 2 the stored revision is newer than
-# the one written (the caller takes it over and retries). cjson reads numbers as doubles: exact
-# up to 2^53, which `payload.MAX_REVISION` keeps revisions within.
-_COMMIT = """
-local raw = redis.call('GET', KEYS[1])
-if not raw then return 0 end
-local ok, doc = pcall(cjson.decode, raw)
-if not ok or type(doc) ~= 'table' then return -1 end
-if tonumber(doc['seq']) ~= tonumber(ARGV[1]) then return 0 end
-local stored, mine = tonumber(doc['revision']), tonumber(ARGV[6])
-if stored and (not mine or stored > mine) then return 2 end
-if ARGV[3] == '' then
-  redis.call('SET', KEYS[1], ARGV[2])
-else
-  redis.call('SET', KEYS[1], ARGV[2], 'EXAT', ARGV[3])
-end
-if ARGV[5] == '' then
-  redis.call('ZREM', KEYS[2], ARGV[4])
-  redis.call('SREM', KEYS[4], ARGV[4])
-else
-  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
-  redis.call('SADD', KEYS[4], ARGV[4])
-end
-if KEYS[5] then
-  if ARGV[3] == '' then
-    redis.call('SET', KEYS[5], ARGV[4])
-  else
-    redis.call('SET', KEYS[5], ARGV[4], 'EXAT', ARGV[3])
-  end
-end
-if #ARGV > 7 then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', unpack(ARGV, 8))
-end
-return 1
-"""
-
-
-def code_index_key(prefix: str, access_code_id: str) -> str:
-    """Which stay holds a Seam access code: its booking id."""
-    return f"{prefix}:code:{access_code_id}"
-
-
-def device_index_key(prefix: str, device_id: str) -> str:
-    """The stays of one lock that are not final: a set of booking ids."""
-    return f"{prefix}:device:{device_id}"
+        if state.unsettled:
+            pipe.zadd(unsettled_key(self.prefix), {state.booking_id: state.updated_at.timestamp()})
+        else:
+            pipe.zrem(unsettled_key(self.prefix), state.booking_id)
 
 
 def _due(state: StayState) -> float:

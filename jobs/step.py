@@ -55,7 +55,7 @@ class Step:
         """Log the queued events, once: call only after their state is committed."""
         s = self.state
         log = get_logger(
-            booking_id=s.booking_id,
+            booking_id=s.stay.booking_id,
             device_id=s.stay.device_id,
             job_id=self.job.job_id,
             job_try=self.job.job_try,

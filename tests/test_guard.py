@@ -8,6 +8,7 @@ through `Events.take`, the one path of the feed and the webhook receiver.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import MutableMapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,7 +27,7 @@ from worker.wiring import shared_limiter
 pytestmark = pytest.mark.anyio
 
 ONE_LOCK = Scenario(devices=[DeviceSpec(id="lock-1", latency=Latency.fixed(0.2))])
-GET = "/access_codes/get"
+GET, CREATE = "/access_codes/get", "/access_codes/create"
 
 
 class Feed:
@@ -49,11 +50,15 @@ async def results(redis: Redis) -> list[dict[str, str]]:
     return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
 
 
+def requests(rig: Rig, route: str) -> int:
+    return sum(rig.sandbox.stats()["requests"].get(route, {}).values())
+
+
 def gets(rig: Rig) -> int:
-    return sum(rig.sandbox.stats()["requests"].get(GET, {}).values())
+    return requests(rig, GET)
 
 
-def counted(logs: list[dict[str, Any]]) -> Counter[str]:
+def counted(logs: list[MutableMapping[str, Any]]) -> Counter[str]:
     return Counter(str(e["event"]) for e in logs)
 
 
@@ -168,7 +173,11 @@ async def test_scheduled_on_device_event_saves_the_get(redis: Redis, redis_url: 
         feed = Feed(rig)
         await redis.set(flowing_key("codeprov"), "1", ex=3600)
         assert (await rig.enqueue(rig.stay("B1"))).result == "enqueued"
-        await rig.run()
+
+        async def created() -> bool:
+            return (await rig.state("B1")).access_code_id is not None
+
+        await rig.run_until(created)
         waiting = await rig.state("B1")
         assert waiting.state is Phase.WAITING
         assert waiting.next_check_at is not None
@@ -184,6 +193,7 @@ async def test_scheduled_on_device_event_saves_the_get(redis: Redis, redis_url: 
             await rig.run()
         assert (await rig.state("B1")).state is Phase.SCHEDULED
         assert gets(rig) == 0
+        assert requests(rig, "/access_codes/generate_code") == requests(rig, CREATE) == 1
         n = counted(logs)  # the create's `creating` mutation is done once the code is scheduled
         assert n["access_code.scheduled"] == 1 and n["access_code.mutation.cleared"] == 1
 
@@ -195,7 +205,11 @@ async def test_event_signal_needs_a_look(redis: Redis, redis_url: str, then: str
     async with Rig(redis_url, ONE_LOCK) as rig:
         await redis.set(flowing_key("codeprov"), "1", ex=3600)
         assert (await rig.enqueue(rig.stay("B1"))).result == "enqueued"
-        await rig.run()
+
+        async def created() -> bool:
+            return (await rig.state("B1")).access_code_id is not None
+
+        await rig.run_until(created)
         state = await rig.state("B1")
         assert state.programming_since is not None and state.access_code_id is not None
         events = Events(rig.pool, "codeprov", rig.settings.queue_name)

@@ -49,7 +49,7 @@ async def failed_code_deleted(rig: Rig) -> tuple[dict[str, Any], str]:
         await rig.run()
     state = await rig.state("B1")
     assert state.state is Phase.FAILED and state.failure is not None
-    assert state.failure.reason == "access_code_deleted"
+    assert state.failure.reason == "access_code_deleted" and dead is not None
     return moved, dead
 
 

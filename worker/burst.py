@@ -1,10 +1,10 @@
-"""`worker --burst` with guarded stays: run what is due, then exit.
+"""`worker --burst` with guarded stays: run until every stay has its outcome, then exit.
 
 arq's burst mode ends once its queue is empty. A scheduled stay is guarded until its end
 (jobs/guard.py): its next look stays queued for hours or days, so the queue is never empty.
-A burst worker here ends instead once every job due within BURST_HORIZON seconds is a guard
-look of a scheduled stay that is not due yet (or a job of a stay that is done): the work of
-getting codes onto locks is finished, and the guard looks wait for the next run.
+A burst worker here ends instead once no record is on its way to an outcome (the set
+`{prefix}:unsettled` that every commit keeps, jobs/commit_lua.py), no job is due and none of
+its own is running: the guard looks to come wait for the next run.
 """
 
 from __future__ import annotations
@@ -14,11 +14,9 @@ from typing import Any
 
 from arq.worker import Worker
 
-from jobs.state import Phase, StayStore
-from worker.errors import InvalidInput
+from jobs.state import unsettled_key
 
-BURST_HORIZON = 120.0  # seconds: a look due later than this never holds a burst run
-CHECK_EVERY = 0.25  # seconds between two looks at the queue (each reads the due stays)
+CHECK_EVERY = 0.25  # seconds between two looks at Redis
 
 
 class BurstWorker(Worker):
@@ -42,24 +40,7 @@ class BurstWorker(Worker):
 
 
 async def only_guard_looks_left(redis: Any, queue: str, prefix: str) -> bool:
-    """Whether every job due within BURST_HORIZON is a not-yet-due look of a scheduled stay."""
-    now_ms = time.time() * 1000
-    store, head = StayStore(redis, prefix), f"{prefix}:"
-    due = await redis.zrangebyscore(queue, "-inf", now_ms + BURST_HORIZON * 1000,
-                                    withscores=True)
-    for raw, score in due:
-        job = raw.decode() if isinstance(raw, bytes) else str(raw)
-        booking_id = job[len(head):].rsplit(":", 1)[0] if job.startswith(head) else None
-        if booking_id is None:
-            if score <= now_ms:
-                return False  # a due job of another kind (the reconciler): let it run
-            continue
-        try:
-            state = await store.get(booking_id)
-        except InvalidInput:
-            return False  # its job will say what is wrong with the record
-        if state is None or state.done:
-            continue
-        if state.state is not Phase.SCHEDULED or score <= now_ms:
-            return False
-    return True
+    """No record on its way to an outcome, and no job due now."""
+    if await redis.zcard(unsettled_key(prefix)):
+        return False
+    return not await redis.zcount(queue, "-inf", time.time() * 1000)

@@ -52,7 +52,8 @@ def worker(burst: bool, no_intake: bool) -> None:
 
 @main.command()
 @click.option("--booking-id")
-@click.option("--device-id")
+@click.option("--device-id", "device_ids", multiple=True,
+              help="The lock; repeat it for a stay of several locks (one PIN on each).")
 @click.option("--starts-at")
 @click.option("--ends-at")
 @click.option("--name")
@@ -61,7 +62,7 @@ def worker(burst: bool, no_intake: bool) -> None:
 @click.option("--file", "file", type=click.File("rb"), help="JSON Lines of stays ('-' = stdin).")
 def enqueue(
     booking_id: str | None,
-    device_id: str | None,
+    device_ids: tuple[str, ...],
     starts_at: str | None,
     ends_at: str | None,
     name: str | None,
@@ -72,9 +73,9 @@ def enqueue(
     """Enqueue stays; prints one JSON result per stay; exit 1 if any was invalid."""
     from jobs.enqueue import EnqueueResult, enqueue_stays
 
-    if file is not None and (booking_id or device_id):
+    if file is not None and (booking_id or device_ids):
         raise click.UsageError("use either --file or --booking-id/--device-id, not both")
-    if file is None and not (booking_id and (device_id or action == "cancel")):
+    if file is None and not (booking_id and (device_ids or action == "cancel")):
         raise click.UsageError("give --booking-id and --device-id, or --file")
     settings = load_settings()
     if file is not None:
@@ -82,7 +83,8 @@ def enqueue(
     else:
         stay = {
             "booking_id": booking_id,
-            "device_id": device_id,
+            "device_id": device_ids[0] if len(device_ids) == 1 else None,
+            "device_ids": list(device_ids) if len(device_ids) > 1 else None,
             "starts_at": starts_at,
             "ends_at": ends_at,
             "name": name,

@@ -22,6 +22,7 @@ from arq.worker import Worker, func
 from jobs.pipeline import JobInfo, StayBusy, advance_stay
 from jobs.reconcile import reconcile
 from jobs.state import Failure, Phase
+from jobs.upgrade import guard_legacy
 from worker.burst import BurstWorker
 from worker.deps import Clock, Deps, utcnow
 from worker.errors import InvalidInput
@@ -110,6 +111,7 @@ async def reconcile_job(ctx: dict[str, Any]) -> int:
     found = await reconcile(
         deps.redis, deps.store, now=deps.clock(), grace=max(60.0, deps.settings.job_timeout + 10)
     )
+    await guard_legacy(deps.redis, deps.store, spread=deps.settings.guard_poll)  # once
     return len(found)
 
 
