@@ -15,7 +15,7 @@ from typing import Any
 from bench.common import RESULTS_DIR, Target, cpu_model, describe_machine, print_targets
 from worker.localredis import redis_server_binary
 
-PARTS = ("pipeline", "overhead", "footprint")
+PARTS = ("pipeline", "overhead", "footprint", "events", "guarded", "receiver")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

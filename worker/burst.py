@@ -14,7 +14,8 @@ from typing import Any
 
 from arq.worker import Worker
 
-from jobs.state import unsettled_key
+from jobs.state import StayStore, unsettled_key
+from worker.errors import InvalidInput
 
 CHECK_EVERY = 0.25  # seconds between two looks at Redis
 
@@ -40,7 +41,18 @@ class BurstWorker(Worker):
 
 
 async def only_guard_looks_left(redis: Any, queue: str, prefix: str) -> bool:
-    """No record on its way to an outcome, and no job due now."""
-    if await redis.zcard(unsettled_key(prefix)):
+    """No job due now, and no record on its way to an outcome. A member of the unsettled set
+    whose record is gone or unreadable (its job was rejected) is dropped from it."""
+    if await redis.zcount(queue, "-inf", time.time() * 1000):
         return False
-    return not await redis.zcount(queue, "-inf", time.time() * 1000)
+    key, store = unsettled_key(prefix), StayStore(redis, prefix)
+    for raw in await redis.zrange(key, 0, 99):
+        record = raw.decode() if isinstance(raw, bytes) else str(raw)
+        try:
+            state = await store.get(record)
+        except InvalidInput:
+            state = None
+        if state is not None and state.unsettled:
+            return False
+        await redis.zrem(key, raw)
+    return not await redis.zcard(key)

@@ -81,17 +81,8 @@ def enqueue(
     if file is not None:
         parsed = list(_read_lines(file))
     else:
-        stay = {
-            "booking_id": booking_id,
-            "device_id": device_ids[0] if len(device_ids) == 1 else None,
-            "device_ids": list(device_ids) if len(device_ids) > 1 else None,
-            "starts_at": starts_at,
-            "ends_at": ends_at,
-            "name": name,
-            "action": action,
-            "revision": revision,
-        }
-        parsed = [{k: v for k, v in stay.items() if v is not None}]
+        parsed = [_flags_stay(booking_id, device_ids, starts_at=starts_at, ends_at=ends_at,
+                              name=name, action=action, revision=revision)]
     good = [p for p in parsed if not isinstance(p, EnqueueResult)]
     results = iter(
         with_redis(settings, lambda: enqueue_stays(good, settings=settings), hint=SAFE_AGAIN)
@@ -107,6 +98,18 @@ def enqueue(
 
 
 SAFE_AGAIN = " (re-running the same input is safe)"
+
+
+def _flags_stay(booking_id: str | None, device_ids: tuple[str, ...], **fields: str | None
+                ) -> dict[str, Any]:
+    """The stay the flags give: one `--device-id` is `device_id`, several are `device_ids`."""
+    stay: dict[str, Any] = {
+        "booking_id": booking_id,
+        "device_id": device_ids[0] if len(device_ids) == 1 else None,
+        "device_ids": list(device_ids) if len(device_ids) > 1 else None,
+        **fields,
+    }
+    return {k: v for k, v in stay.items() if v is not None}
 
 
 def _read_lines(file: IO[bytes]) -> Iterator[Any]:

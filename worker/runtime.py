@@ -142,17 +142,7 @@ def make_worker(
             func(advance_stay_job, name=STEP_FUNCTION, max_tries=100),
             func(reject_job, name=REJECT_FUNCTION, max_tries=1),
         ],
-        cron_jobs=[
-            cron(
-                reconcile_job,
-                name=reconcile_name(settings.key_prefix),
-                second={7},
-                unique=True,
-                timeout=settings.job_timeout,
-                keep_result=0,
-                max_tries=1,
-            )
-        ],
+        cron_jobs=[_reconciler(settings)],
         on_startup=life.startup,
         on_shutdown=life.shutdown,
         on_job_start=life.job_started,
@@ -161,6 +151,12 @@ def make_worker(
         **worker_options(settings, burst=burst, poll_delay=poll_delay,
                          handle_signals=handle_signals),
     )
+
+
+def _reconciler(settings: Settings) -> Any:
+    """The reconciler's cron: one worker a minute (arq's `unique`)."""
+    return cron(reconcile_job, name=reconcile_name(settings.key_prefix), second={7}, unique=True,
+                timeout=settings.job_timeout, keep_result=0, max_tries=1)
 
 
 def worker_options(
