@@ -17,6 +17,7 @@ BENCHMARKS = {
     "receiver": "bench.receiver",
     "events": "bench.events",
     "guarded": "bench.guarded",
+    "multilock": "bench.multilock",
     "report": "bench.report",  # last: the targets table of the whole run
 }
 

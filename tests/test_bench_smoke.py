@@ -137,3 +137,21 @@ def test_guarded_reports_calls_per_guarded_stay_day_by_kind(tmp_path: Path) -> N
     for m in modes:
         assert m["guarded_stay_days"] > 0
         assert {"safety", "confirming", "woken", "end", "feed", "total"} <= m["per_stay_day"].keys()
+
+
+def test_multilock_reports_calls_per_stay_of_one_and_three_locks(tmp_path: Path) -> None:
+    """The multilock benchmark runs 1-lock and 3-lock stays in one run and reports Seam calls per
+    stay (median, p95, by route) of each, all scheduled, and the 3 x + 1 target."""
+    body = bench("multilock", tmp_path / "multilock.json", "--stays", "3", "--devices", "6",
+                 "--median", "0.3", "--workers", "1", "--timeout", "50")
+    check_common(body, "multilock")
+    kinds = body["results"]["kinds"]
+    assert [(k["kind"], k["locks"], k["stays"], k["scheduled"]) for k in kinds] == [
+        ("one_lock", 1, 3, 3), ("three_locks", 3, 3, 3)]
+    for k in kinds:
+        assert {"p50", "p95"} <= k["calls_per_stay"].keys()
+        assert "/access_codes/create" in k["by_route"]
+    assert body["results"]["unattributed_calls"] == 0
+    assert [t["figure"] for t in body["targets"]] == [
+        "Seam calls of a 3-lock stay, median", "Seam calls of a 3-lock stay, p95"]
+    assert all(isinstance(t["met"], bool) for t in body["targets"])
