@@ -18,7 +18,7 @@ def device_index_key(prefix: str, device_id: str) -> str:
 
 def unsettled_key(prefix: str) -> str:
     """Records still on their way to an outcome (not scheduled, failed, cancelled or over): a
-    sorted set by when they were last written. `worker --burst` ends once it is empty."""
+    sorted set by when their next step is due. `worker --burst` ends once none is due soon."""
     return f"{prefix}:unsettled"
 
 
@@ -52,7 +52,7 @@ else
   redis.call('SADD', KEYS[4], ARGV[4])
 end
 if ARGV[7] == '1' then
-  redis.call('ZADD', KEYS[5], redis.call('TIME')[1], ARGV[4])
+  redis.call('ZADD', KEYS[5], ARGV[5], ARGV[4])
 else
   redis.call('ZREM', KEYS[5], ARGV[4])
 end

@@ -96,7 +96,10 @@ async def apply_message(
     except InvalidInput as exc:  # the stored record is broken: say so, change nothing
         return EnqueueResult(message.booking_id, None, "invalid", str(exc))
     result = await _after(redis, message, decision, now, prefix)
-    if result.result != "invalid" and not decision.ignored:
+    current = decision.current
+    resent = current is not None and message.revision is not None and (
+        message.revision == current.revision)  # the same message again: heal its parts
+    if result.result != "invalid" and (not decision.ignored or resent):
         try:
             await _apply_to_parts(redis, message, decision, prefix, now)
         except InvalidInput as exc:  # a part's stored record is broken
@@ -110,7 +113,9 @@ async def _apply_to_parts(
     """A stay of several locks (jobs/group.py): the message goes to each further lock's record
     too; a lock no longer in the stay is cancelled (its code removed). A crash part-way is
     healed by the message sent again: the parts done already answer duplicate."""
-    before = decision.current.stay.locks[1:] if decision.current else ()
+    # Every lock that ever had a part (`known_parts`), not only the current ones: a crash
+    # after the booking's record was written must not leave a removed lock's code behind.
+    before = decision.current.known_parts if decision.current else []
     after = message.stay.locks[1:] if message.stay is not None else ()
     store = StayStore(redis, prefix)
     for lock in after:
@@ -156,6 +161,8 @@ async def _decide(
                                   now)
                 if part:
                     decision = _as_part(decision)
+                elif decision.write is not None:
+                    _know_parts(decision.write, current)
                 if decision.write is not None or decision.tombstone is not None:
                     pipe.multi()  # type: ignore[no-untyped-call]
                     _stage(store, pipe, decision, tomb)
@@ -164,6 +171,12 @@ async def _decide(
             except WatchError:
                 continue  # a step or another message committed meanwhile: decide again
     return decision
+
+
+def _know_parts(write: StayState, current: StayState | None) -> None:
+    """The booking's record keeps every lock that has (had) a part: removals find them."""
+    known = set(current.known_parts if current else ()) | set(write.stay.locks[1:])
+    write.known_parts = sorted(known)
 
 
 def _as_part(decision: Decision) -> Decision:
@@ -190,7 +203,8 @@ def _stage(store: StayStore, pipe: Any, decision: Decision, tomb: str) -> None:
         store.stage(pipe, decision.write)
         if not decision.write.part:
             pipe.delete(tomb)
-        if decision.current is not None and decision.write.seq != decision.current.seq:
+        if (not decision.write.part and decision.current is not None
+                and decision.write.seq != decision.current.seq):
             # A change: the stay's outcome after it is told again, as `_reopen` does per record
             pipe.delete(reported_key(store.prefix, decision.write.stay.booking_id))
     if decision.tombstone is not None:

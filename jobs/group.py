@@ -122,10 +122,24 @@ def result_fields(first: StayState, records: Records, state: Phase) -> dict[str,
             entry["failure_reason"] = r.failure.reason
             entry["failure_message"] = f"lock {lock}: {r.failure.message}"
             break
-    errors = sorted({e for _, r in records if r is not None for e in r.errors})
-    if errors:
-        entry["errors"] = ",".join(errors)
-    return entry
+    for kind in ("errors", "warnings"):
+        found = sorted({c for _, r in records if r is not None for c in getattr(r, kind)})
+        if found:
+            entry[kind] = ",".join(found)
+    return entry | _why(first, records)
+
+
+def _why(first: StayState, records: Records) -> dict[str, Any]:
+    """Why the stay is told again (a guarded lock broke, was replaced...), a moved first lock."""
+    why: dict[str, Any] = {}
+    reasons = sorted({r.guard_reason for _, r in records
+                      if r is not None and r.scheduled_at is not None and r.guard_reason})
+    if reasons:
+        why["reason"] = ",".join(reasons)
+    if first.previous is not None:
+        why["previous_device_id"] = first.previous.device_id
+        why["previous_access_code_id"] = first.previous.access_code_id or ""
+    return why
 
 
 def lock_view(lock: str, r: StayState | None) -> dict[str, Any]:
@@ -150,6 +164,11 @@ def group_public(first: StayState, records: Records, now: datetime) -> dict[str,
                                "message": f"lock {lock}: {r.failure.message}"}
             break
     view["locks"] = [lock_view(lock, r) for lock, r in records]
+    seen = [r for _, r in records if r is not None]
+    view["updated_at"] = max(r.updated_at for r in seen).isoformat()
+    view["backup"] = any(r.backup for r in seen)
+    if any(r.cancel_requested and not r.state.is_final for r in seen):
+        view["pending_action"] = "cancel"
     return view
 
 

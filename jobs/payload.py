@@ -48,10 +48,14 @@ class Stay(BaseModel):
             return data
         ids = data["device_ids"]
         if isinstance(ids, str):
-            ids = [part.strip() for part in ids.split(",")]
+            ids = ids.split(",")
         if not isinstance(ids, list | tuple) or not ids:
             raise ValueError("device_ids: a list of 1 to 10 device ids")
-        if data.get("device_id") is not None and data["device_id"] != ids[0]:
+        ids = [i.strip() if isinstance(i, str) else i for i in ids]  # " A" is lock A, once
+        if any(i == "" for i in ids):
+            raise ValueError("device_ids: an empty device id (two commas, or one at the end?)")
+        first = data.get("device_id")
+        if first is not None and (not isinstance(first, str) or first.strip() != ids[0]):
             raise ValueError("give device_id or device_ids, not both")
         if len(ids) > MAX_LOCKS:
             raise ValueError(f"device_ids: at most {MAX_LOCKS} locks per stay")

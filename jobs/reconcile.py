@@ -16,7 +16,7 @@ from arq.connections import ArqRedis
 from arq.constants import job_key_prefix
 
 from jobs import group
-from jobs.state import StayStore
+from jobs.state import StayStore, booking_of
 from worker.errors import InvalidInput
 from worker.logs import get_logger
 from worker.queue import enqueue_step, job_id
@@ -56,7 +56,7 @@ async def _requeue(redis: ArqRedis, store: StayStore, booking_id: str) -> bool:
     try:
         state = await store.get(booking_id)
     except InvalidInput as exc:
-        get_logger(booking_id=booking_id).error("stay.unreadable", reason=str(exc))
+        get_logger(booking_id=booking_of(booking_id)).error("stay.unreadable", reason=str(exc))
         await redis.zrem(store.index_key, booking_id)
         return False
     if state is None or state.done:
@@ -66,7 +66,7 @@ async def _requeue(redis: ArqRedis, store: StayStore, booking_id: str) -> bool:
         return False
     if not await enqueue_step(redis, booking_id, state.seq, prefix=store.prefix):
         return False
-    get_logger(booking_id=booking_id).warning(
+    get_logger(booking_id=booking_of(booking_id)).warning(
         "stay.requeued", seq=state.seq, state=state.state.value
     )
     return True

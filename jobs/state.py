@@ -57,6 +57,7 @@ class StayState(BaseModel):
     stay: Stay
     part: bool = False  # a further lock of a multi-lock stay; the first lock is the booking's
     pin_shared: bool = False  # the PIN was the first lock's (a refusal: a PIN of its own)
+    known_parts: list[str] = Field(default_factory=list)  # locks that have (had) a part record
     revision: int | None = None  # of the last message applied
     action: str = "provision"  # of the last message applied
     cancel_requested: bool = False
@@ -204,7 +205,7 @@ class StayStore:
         The revision only moves forward: a message may have recorded a newer one at this seq
         (a duplicate with a newer revision), which this write takes over instead of undoing.
         """
-        if not state.grouped:
+        if not state.grouped or not _outcome_may_change(state):
             return await self._commit(state, expected_seq)
         from jobs import group  # the group's outcome, worked out from all its records
 
@@ -267,9 +268,16 @@ class StayStore:
         else:
             pipe.zadd(self.index_key, {state.booking_id: _due(state)})
         if state.unsettled:
-            pipe.zadd(unsettled_key(self.prefix), {state.booking_id: state.updated_at.timestamp()})
+            pipe.zadd(unsettled_key(self.prefix), {state.booking_id: _due(state)})
         else:
             pipe.zrem(unsettled_key(self.prefix), state.booking_id)
+
+
+def _outcome_may_change(state: StayState) -> bool:
+    """Whether a grouped record's commit may change its group's outcome: it reached one, or
+    was scheduled since its last change (guarded: it may leave). A lock still on its way (a
+    part waiting for the first lock's PIN commits every second or so) changes nothing."""
+    return state.state.is_final or state.scheduled_at is not None or state.over
 
 
 def _due(state: StayState) -> float:

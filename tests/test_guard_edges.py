@@ -4,6 +4,7 @@ before its code is indexed, a 4xx while guarded, a stale wake mark."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -16,10 +17,10 @@ from test_guard import ONE_LOCK, Feed, gets, results, synthetic
 
 from jobs.events import Events, SeamEvent, flowing_key, webhooks_key
 from jobs.pipeline import _unlock
-from jobs.state import Phase, StayState, StayStore
+from jobs.state import Phase, StayState, StayStore, unsettled_key
 from jobs.step import JobInfo
 from jobs.upgrade import guard_legacy
-from worker.burst import only_guard_looks_left
+from worker.burst import BURST_HORIZON, only_guard_looks_left
 from worker.settings import Settings
 from worker.webhook import webhook_app
 
@@ -84,13 +85,17 @@ async def _more_gets(rig: Rig, before: int) -> bool:
     return gets(rig) > before
 
 
-async def test_burst_waits_for_every_stay_to_settle(redis: Redis, redis_url: str) -> None:
-    """`--burst` is not over while a stay waits for its lock, however far its next look; once
-    every stay is scheduled only guard looks are left and it is."""
+async def test_burst_waits_for_stays_due_soon(redis: Redis, redis_url: str) -> None:
+    """`--burst` is not over while a waiting stay's next look is within BURST_HORIZON; one
+    further off (a lock loading the code weeks ahead) waits for the next run; once every stay
+    is scheduled only guard looks are left and it is over."""
     async with Rig(redis_url, ONE_LOCK) as rig:
         await redis.set(flowing_key("codeprov"), "1", ex=3600)  # looks 15 minutes apart
         assert (await rig.enqueue(rig.stay("B1"))).result == "enqueued"
         await rig.run_until(lambda: _phase(rig, Phase.WAITING))
+        assert await only_guard_looks_left(rig.pool, rig.settings.queue_name, "codeprov")
+        soon = time.time() + BURST_HORIZON / 2
+        await redis.zadd(unsettled_key("codeprov"), {"B1": soon})
         assert not await only_guard_looks_left(rig.pool, rig.settings.queue_name, "codeprov")
         code_id = (await rig.state("B1")).access_code_id
         assert code_id is not None

@@ -10,7 +10,7 @@ from harness import Rig, run_cli
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
-from jobs.enqueue import cancel_stay
+from jobs.enqueue import _decide, cancel_stay
 from jobs.payload import parse_message
 from jobs.state import Phase, StayStore, part_id
 from jobs.status import read_status
@@ -146,7 +146,7 @@ def test_device_ids_as_the_intake_sends_them() -> None:
         (["lock-1", "lock-1"], "each lock once"),
         ([f"lock-{i}" for i in range(11)], "at most 10"),
         ([], "a list of 1 to 10"),
-        ("lock-1,,lock-2", "device_ids.1"),
+        ("lock-1,,lock-2", "empty device id"),
     ],
 )
 def test_bad_device_ids_are_invalid(device_ids: Any, why: str) -> None:
@@ -170,3 +170,36 @@ async def test_cli_repeated_device_id(redis: Redis, redis_url: str) -> None:
     stored = await StayStore(redis).get("B1")
     assert stored is not None and stored.stay.locks == ("lock-1", "lock-2")
     assert await StayStore(redis).get(part_id("B1", "lock-2")) is not None
+
+
+async def test_removed_lock_is_cancelled_when_the_update_is_sent_again(
+    redis: Redis, redis_url: str
+) -> None:
+    """An update removing a lock that crashed after the booking's record was written (its part
+    not yet cancelled) removes that lock's code when it is sent again."""
+    async with Rig(redis_url, scenario()) as rig:
+        assert (await rig.enqueue(multi(rig, LOCKS[:3], revision=1))).result == "enqueued"
+        await rig.run()
+        fewer = multi(rig, LOCKS[:2], revision=2, action="update")
+        message = parse_message(fewer, now=rig.now)
+        await _decide(rig.pool, message, "codeprov", rig.now)  # the booking's write, then a crash
+        part = await StayStore(rig.pool).get(part_id("B1", "lock-3"))
+        assert part is not None and not part.cancel_requested
+        assert (await rig.enqueue(fewer)).result == "duplicate"  # sent again
+        await rig.run()
+        assert rig.sandbox.codes_on("lock-3") == []
+        assert [lock["device_id"] for lock in (await status(rig))["locks"]] == LOCKS[:2]
+
+
+@pytest.mark.parametrize("ids", [["lock-1", " lock-1"], "lock-1, lock-1 "])
+def test_a_lock_given_twice_with_spaces_is_invalid(ids: Any) -> None:
+    """A lock given twice, once with spaces around it, is one lock given twice: invalid."""
+    with pytest.raises(InvalidInput, match="each lock once"):
+        parse_message({"booking_id": "B1", "device_ids": ids})
+
+
+def test_an_empty_device_id_is_named() -> None:
+    """An empty id in device_ids (two commas, one at the end) says so."""
+    for ids in ("lock-1,", "lock-1,,lock-2", ""):
+        with pytest.raises(InvalidInput, match="empty device id"):
+            parse_message({"booking_id": "B1", "device_ids": ids})

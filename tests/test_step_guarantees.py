@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from jobs.state import Phase
 from seam_sandbox import DeviceSpec, Fault, Latency, Scenario, Slow
-from worker.queue import job_id
+from worker.queue import enqueue_step, job_id
 
 pytestmark = pytest.mark.anyio
 
@@ -95,8 +95,10 @@ async def test_stale_step_requeues_the_step_the_record_expects(
         await rig.enqueue(rig.stay("B1", revision=1))
         await rig.enqueue(rig.stay("B1", days_ahead=2, revision=2, action="update"))
         lost = job_id("B1", 1, prefix="codeprov")
-        assert await rig.pool.zrem(rig.settings.queue_name, lost) == 1  # job 0 is still queued
+        assert await rig.pool.zrem(rig.settings.queue_name, lost) == 1
         await rig.pool.delete(f"arq:job:{lost}")
+        # Job 0 still queued: it was running when the update came (a change drops a queued one)
+        await enqueue_step(rig.pool, "B1", 0, prefix="codeprov")
         await rig.run()
         state = await rig.state("B1")
     assert (state.state, state.revision) == (Phase.SCHEDULED, 2)

@@ -108,14 +108,14 @@ async def test_healthz(receiver: Receiver, redis: Redis) -> None:
 
 async def test_valid_signature_records_the_event(receiver: Receiver, redis: Redis) -> None:
     """A correctly signed event is answered 200 and recorded under its event_id."""
-    body = seam_event()
+    body = seam_event(event_type="device.low_battery")
     assert post(receiver, body, signed(body)).status_code == 200
     assert await redis.exists("codeprov:event:evt_1") == 1
 
 
 async def test_webhook_header_names_are_accepted(receiver: Receiver, redis: Redis) -> None:
     """The standard `webhook-*` header names verify like Svix's `svix-*` ones."""
-    body = seam_event()
+    body = seam_event(event_type="device.low_battery")
     assert post(receiver, body, signed(body, names="webhook")).status_code == 200
     assert await redis.exists("codeprov:event:evt_1") == 1
 
@@ -184,11 +184,11 @@ async def test_verified_non_event_is_2xx(receiver: Receiver, redis: Redis) -> No
 
 async def test_duplicate_delivery_is_recorded_once(receiver: Receiver, redis: Redis) -> None:
     """The same event delivered twice (a Svix resend) is counted once and once as duplicate."""
-    body = seam_event()
-    assert post(receiver, body, signed(body)).json() == {"outcome": "ignored_unmanaged"}
+    body = seam_event(event_type="device.low_battery")
+    assert post(receiver, body, signed(body)).json() == {"outcome": "ignored_type"}
     assert post(receiver, body, signed(body)).json() == {"outcome": "duplicate"}
     counts = await read_counts(redis, "codeprov")
-    assert (counts["received"], counts["duplicate"], counts["ignored_unmanaged"]) == (2, 1, 1)
+    assert (counts["received"], counts["duplicate"], counts["ignored_type"]) == (2, 1, 1)
 
 
 async def test_pin_is_never_logged(receiver: Receiver, redis: Redis) -> None:

@@ -1,10 +1,11 @@
-"""`worker --burst` with guarded stays: run until every stay has its outcome, then exit.
+"""`worker --burst` with guarded stays: run what is due soon, then exit.
 
 arq's burst mode ends once its queue is empty. A scheduled stay is guarded until its end
 (jobs/guard.py): its next look stays queued for hours or days, so the queue is never empty.
-A burst worker here ends instead once no record is on its way to an outcome (the set
-`{prefix}:unsettled` that every commit keeps, jobs/commit_lua.py), no job is due and none of
-its own is running: the guard looks to come wait for the next run.
+A burst worker here ends instead once no job is due, none of its own is running, and no record
+on its way to an outcome (the set `{prefix}:unsettled`, by next due time, that every commit
+keeps: jobs/commit_lua.py) is due within BURST_HORIZON seconds. Guard looks, and stays whose
+lock loads the code weeks ahead (`deferring_creation`), wait for the next run.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from arq.worker import Worker
 from jobs.state import StayStore, unsettled_key
 from worker.errors import InvalidInput
 
+BURST_HORIZON = 120.0  # seconds: a stay's look due later than this never holds a burst run
 CHECK_EVERY = 0.25  # seconds between two looks at Redis
 
 
@@ -41,12 +43,14 @@ class BurstWorker(Worker):
 
 
 async def only_guard_looks_left(redis: Any, queue: str, prefix: str) -> bool:
-    """No job due now, and no record on its way to an outcome. A member of the unsettled set
-    whose record is gone or unreadable (its job was rejected) is dropped from it."""
+    """No job due now, and no record on its way to an outcome due within BURST_HORIZON. A
+    member of the unsettled set whose record is gone or unreadable (its job was rejected, it
+    expired, an operator deleted it) is dropped from it."""
     if await redis.zcount(queue, "-inf", time.time() * 1000):
         return False
     key, store = unsettled_key(prefix), StayStore(redis, prefix)
-    for raw in await redis.zrange(key, 0, 99):
+    soon = time.time() + BURST_HORIZON
+    for raw in await redis.zrangebyscore(key, "-inf", soon, start=0, num=100):
         record = raw.decode() if isinstance(raw, bytes) else str(raw)
         try:
             state = await store.get(record)
@@ -55,4 +59,4 @@ async def only_guard_looks_left(redis: Any, queue: str, prefix: str) -> bool:
         if state is not None and state.unsettled:
             return False
         await redis.zrem(key, raw)
-    return not await redis.zcard(key)
+    return not await redis.zcount(key, "-inf", soon)

@@ -21,7 +21,7 @@ from arq.worker import Worker, func
 
 from jobs.pipeline import JobInfo, StayBusy, advance_stay
 from jobs.reconcile import reconcile
-from jobs.state import Failure, Phase
+from jobs.state import Failure, Phase, booking_of
 from jobs.upgrade import guard_legacy
 from worker.burst import BurstWorker
 from worker.deps import Clock, Deps, utcnow
@@ -60,10 +60,12 @@ async def advance_stay_job(
     except StayBusy:
         raise Retry(defer=1.0) from None  # another step of this stay holds its lock
     except InvalidInput as exc:  # a stored state record that no longer validates
-        get_logger(booking_id=booking_id, job_id=job.job_id).error("job.rejected", reason=str(exc))
+        get_logger(booking_id=booking_of(booking_id), job_id=job.job_id).error(
+            "job.rejected", reason=str(exc))
     except Exception as exc:
         delay = backoff(job.job_try - 1, base=1.0, cap=60.0)
-        get_logger(booking_id=booking_id, job_id=job.job_id, job_try=job.job_try).error(
+        log = get_logger(booking_id=booking_of(booking_id), job_id=job.job_id, job_try=job.job_try)
+        log.error(
             "job.crashed",
             error=f"{type(exc).__name__}: {exc}",
             retry_in_s=round(delay, 3),
@@ -87,7 +89,8 @@ async def _reject(deps: Deps, job: JobInfo, reason: str) -> None:
     """Log a job we cannot run; fail its stay with the reason if the job id names one."""
     match = _job_id_pattern(deps.store.prefix).match(job.job_id)
     booking_id = match["booking_id"] if match else None
-    get_logger(job_id=job.job_id, booking_id=booking_id).error("job.rejected", reason=reason)
+    shown = booking_of(booking_id) if booking_id else None
+    get_logger(job_id=job.job_id, booking_id=shown).error("job.rejected", reason=reason)
     if booking_id is None:
         return
     try:
@@ -100,7 +103,7 @@ async def _reject(deps: Deps, job: JobInfo, reason: str) -> None:
     state.state, state.seq, state.updated_at = Phase.FAILED, seq + 1, deps.clock()
     state.failure = Failure(reason="invalid_job", message=reason)
     if await deps.store.commit(state, expected_seq=seq):
-        get_logger(booking_id=booking_id, job_id=job.job_id).error(
+        get_logger(booking_id=booking_of(booking_id), job_id=job.job_id).error(
             "provisioning.failed", reason="invalid_job", message=reason
         )
 
