@@ -56,7 +56,7 @@ from bench.common import (
 from bench.naive import NaiveRig, enqueue_naive, naive_worker
 from bench.seamlog import LoggingTransport, SeamLog
 from jobs.enqueue import enqueue_stay
-from jobs.state import StayStore
+from jobs.state import StayStore, unsettled_key
 from seam_sandbox import DeviceDefaults, Latency, Sandbox, SandboxClock, Scenario
 from worker.localredis import LocalRedis
 from worker.logs import configure
@@ -247,7 +247,9 @@ def _enqueuer(pool: ArqRedis, stay: dict[str, str], now: datetime) -> Callable[[
 
 
 async def _none_waiting(pool: ArqRedis, store: StayStore) -> bool:
-    return int(await pool.zcard(store.index_key)) == 0  # the index holds stays not yet final
+    """Every stay has its outcome: none queued, provisioning or waiting (guarded ones stay in
+    the index until check-out, so the index is no measure)."""
+    return int(await pool.zcard(unsettled_key(store.prefix))) == 0
 
 
 async def _naive(args: argparse.Namespace, redis_url: str, model: str) -> Outcome:

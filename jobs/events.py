@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from arq.constants import in_progress_key_prefix
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -149,7 +150,7 @@ class Events:
         scheduled = event.event_type in SCHEDULED_EVENTS and event.occurred_at
         args: list[str | int] = [DEDUP_SECONDS, _summary(event), self.prefix, now_ms, mode, key_id,
                                  in_progress_key_prefix, "scheduled" if scheduled else "other",
-                                 event.occurred_at or ""]
+                                 _epoch_ms(event.occurred_at)]
         found = await self._take(keys=keys, args=args)
         if found[0] == _DUP:
             return Outcome("duplicate")
@@ -184,6 +185,15 @@ def _route(event: SeamEvent) -> tuple[str, str] | None:
     if event.event_type in DEVICE_EVENTS and event.device_id:
         return "device", event.device_id
     return None
+
+
+def _epoch_ms(occurred_at: str | None) -> str:
+    """An event's occurred_at as milliseconds since 1970 ('' when it has none we can read)."""
+    try:
+        moment = datetime.fromisoformat((occurred_at or "").replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    return str(int(moment.timestamp() * 1000)) if moment.tzinfo is not None else ""
 
 
 def _summary(event: SeamEvent) -> str:

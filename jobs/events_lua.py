@@ -20,7 +20,7 @@ return 0
 # code's booking id, or the lock's set of stays), arq's queue. ARGV: de-dup TTL s, the summary
 # to keep, the key prefix, now in ms (arq's scores), 'code' or 'device', the access code or
 # device id, arq's in-progress key prefix, the signal the event gives ('scheduled' or 'other'),
-# its occurred_at. Returns {0} a duplicate (nothing else done), {1} no
+# its occurred_at in ms since 1970 ('' unknown). Returns {0} a duplicate (nothing else done), {1} no
 # stay of ours holds it, or {2, booking ids woken, booking ids concerned}. Stay records, job ids
 # and wake marks are named from the index's booking ids (not declared in KEYS: fine on one Redis
 # or Sentinel, not on a Cluster).
@@ -29,8 +29,9 @@ return 0
 # step is running, or has committed and not yet queued its next job, gets a wake mark
 # `<prefix>:wake:<booking_id>` instead, which that step's unlock reads (jobs/pipeline.py).
 # Each stay woken or marked also gets the signal `<prefix>:signal:<booking_id>`, which its next
-# step reads once: 'scheduled|<occurred_at>' while every event since says the current code is
-# on the lock, 'other' as soon as one says anything else (jobs/guard.scheduled_by_event).
+# step reads once: '<kind>|<ms>', kind 'scheduled' while every event since says the current code
+# is on the lock and 'other' as soon as one says anything else, ms the newest occurred_at (ms
+# since 1970) of them (jobs/guard.py).
 TAKE = """
 redis.call('HINCRBY', KEYS[2], 'received', 1)
 if not redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[1]) then
@@ -57,13 +58,14 @@ local function holds(doc)
 end
 local function signal(id, about_current)
   local key = ARGV[3] .. ':signal:' .. id
-  if about_current and ARGV[8] == 'scheduled' then
-    if redis.call('GET', key) ~= 'other' then
-      redis.call('SET', key, 'scheduled|' .. ARGV[9], 'EX', 3600)
-    end
-  else
-    redis.call('SET', key, 'other', 'EX', 3600)
-  end
+  local at = tonumber(ARGV[9]) or 1e15  -- no occurred_at: as new as can be
+  local kind, was_at = 'other', nil
+  local old = redis.call('GET', key)
+  local was_kind = nil
+  if old then was_kind, was_at = string.match(old, '^(%a+)|(%d+)$') end
+  if about_current and ARGV[8] == 'scheduled' and was_kind ~= 'other' then kind = 'scheduled' end
+  if was_at and tonumber(was_at) > at then at = tonumber(was_at) end
+  redis.call('SET', key, kind .. '|' .. string.format('%d', at), 'EX', 3600)
 end
 local woken, seen = {}, {}
 for _, id in ipairs(ids) do

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from jobs.latency import LATE, Sample
 from jobs.state import Phase
@@ -26,6 +26,7 @@ MAX_REPROVISIONS = 3
 SCHEDULED_SIGNAL = "scheduled"
 ERRORS, NOT_ON_DEVICE = "errors", "not_on_device"  # why a guarded code left `scheduled`
 CREATION_MUTATIONS = frozenset({"creating", "deferring_creation"})
+CLOCK_SKEW = timedelta(seconds=2)  # Seam's clock against ours, when an event is older than a read
 
 
 def mark_scheduled(step: Step) -> None:
@@ -125,21 +126,29 @@ def trusted_signal(step: Step) -> bool:
     since the last step, nothing stored needs a look to clear (the create's own mutation aside:
     a code on the lock has none), and it is not older than the last create, update or read."""
     s = step.state
-    kind, _, at = step.signal.partition("|")
+    kind, occurred = _signal(step)
     if kind != SCHEDULED_SIGNAL or s.to_delete or s.errors or s.warnings:
         return False
     if not set(s.mutations) <= CREATION_MUTATIONS:
         return False
-    occurred = _time(at)
     # Older than the last create or update, or than the last read (a late event about a code
     # that read found broken since): says nothing of the code now.
     floors = [t for t in (s.programming_since, s.looked_at) if t is not None]
     return occurred is not None and all(occurred >= t for t in floors)
 
 
-def _time(text: str) -> datetime | None:
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return value if value.tzinfo is not None else None
+def stale_signal(step: Step) -> bool:
+    """Whether every event that woke the stay happened before its last read (the feed catching
+    up, a late resend): that read saw what they say, so no new one is needed."""
+    s = step.state
+    kind, occurred = _signal(step)
+    if not kind or occurred is None or s.looked_at is None or s.to_delete:
+        return False
+    return occurred < s.looked_at - CLOCK_SKEW
+
+
+def _signal(step: Step) -> tuple[str, datetime | None]:
+    kind, _, ms = step.signal.partition("|")
+    if not ms.isdigit() or len(ms) > 15:
+        return kind, None
+    return kind, datetime.fromtimestamp(int(ms) / 1000, UTC)

@@ -57,9 +57,15 @@ def scheduled_by_event(step: Step) -> bool:
     """Seam's event said the code is on the lock (jobs/guard.trusted_signal): scheduled, or
     still, with no `get`; the create's mutation is logged cleared as a look would. False: a
     look is needed."""
+    s = step.state
+    if guard.stale_signal(step) and s.state in (Phase.SCHEDULED, Phase.WAITING):
+        if s.state is Phase.SCHEDULED:
+            schedule_guard(step)
+        else:
+            schedule_check(step, sparse=step.flowing)
+        return True
     if not guard.trusted_signal(step):
         return False
-    s = step.state
     _record(step, {"error": {}, "warning": {}, "mutation": {}}, ("mutation",))
     if s.state is Phase.SCHEDULED:
         schedule_guard(step)

@@ -198,29 +198,54 @@ async def test_scheduled_on_device_event_saves_the_get(redis: Redis, redis_url: 
         assert n["access_code.scheduled"] == 1 and n["access_code.mutation.cleared"] == 1
 
 
-@pytest.mark.parametrize("then", ["another_event", "older_than_create"])
-async def test_event_signal_needs_a_look(redis: Redis, redis_url: str, then: str) -> None:
-    """The event says scheduled but cannot be trusted alone (another event came with it, or it
-    is older than the create): the woken step reads the code with a `get`."""
+async def waiting_with_events(rig: Rig, redis: Redis) -> StayState:
+    """B1's code created with events flowing: its next look 15 minutes away."""
+    await redis.set(flowing_key("codeprov"), "1", ex=3600)
+    assert (await rig.enqueue(rig.stay("B1"))).result == "enqueued"
+
+    async def created() -> bool:
+        return (await rig.state("B1")).access_code_id is not None
+
+    await rig.run_until(created)
+    state = await rig.state("B1")
+    assert state.programming_since is not None and state.access_code_id is not None
+    return state
+
+
+async def test_event_signal_with_another_event_needs_a_look(redis: Redis, redis_url: str) -> None:
+    """The event says scheduled, but another event came with it: the woken step reads the code
+    with a `get`."""
     async with Rig(redis_url, ONE_LOCK) as rig:
-        await redis.set(flowing_key("codeprov"), "1", ex=3600)
-        assert (await rig.enqueue(rig.stay("B1"))).result == "enqueued"
-
-        async def created() -> bool:
-            return (await rig.state("B1")).access_code_id is not None
-
-        await rig.run_until(created)
-        state = await rig.state("B1")
-        assert state.programming_since is not None and state.access_code_id is not None
+        state = await waiting_with_events(rig, redis)
+        assert state.programming_since is not None
         events = Events(rig.pool, "codeprov", rig.settings.queue_name)
         at = state.programming_since + timedelta(seconds=1)
-        if then == "older_than_create":
-            at = state.programming_since - timedelta(seconds=30)
         await events.take(synthetic("e1", "access_code.scheduled_on_device", state, at))
-        if then == "another_event":
-            await events.take(synthetic("e2", "access_code.delay_in_setting_on_device", state, at))
+        await events.take(synthetic("e2", "access_code.delay_in_setting_on_device", state, at))
         await rig.run_until(lambda: _looked(rig))
         assert gets(rig) >= 1
+
+
+@pytest.mark.parametrize("kind", ["access_code.scheduled_on_device", "access_code.changed"])
+async def test_events_older_than_the_last_read_need_no_look(
+    redis: Redis, redis_url: str, kind: str
+) -> None:
+    """Events that happened before the stay's last read (the create's answer here): the woken
+    step calls Seam for nothing and the stay keeps waiting."""
+    async with Rig(redis_url, ONE_LOCK) as rig:
+        state = await waiting_with_events(rig, redis)
+        assert state.programming_since is not None
+        at = state.programming_since - timedelta(seconds=30)
+        await Events(rig.pool, "codeprov", rig.settings.queue_name).take(
+            synthetic("e1", kind, state, at))
+
+        async def stepped() -> bool:
+            return (await rig.state("B1")).seq > state.seq
+
+        before = rig.sandbox.stats()["requests_total"]
+        await rig.run_until(stepped)
+        assert rig.sandbox.stats()["requests_total"] == before
+        assert (await rig.state("B1")).state is Phase.WAITING
 
 
 async def _looked(rig: Rig) -> bool:

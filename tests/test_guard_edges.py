@@ -17,7 +17,7 @@ from test_guard import ONE_LOCK, Feed, gets, results, synthetic
 
 from jobs.events import Events, SeamEvent, flowing_key, webhooks_key
 from jobs.pipeline import _unlock
-from jobs.state import Phase, StayState, StayStore, unsettled_key
+from jobs.state import Phase, StayState, StayStore
 from jobs.step import JobInfo
 from jobs.upgrade import guard_legacy
 from worker.burst import BURST_HORIZON, only_guard_looks_left
@@ -94,8 +94,8 @@ async def test_burst_waits_for_stays_due_soon(redis: Redis, redis_url: str) -> N
         assert (await rig.enqueue(rig.stay("B1"))).result == "enqueued"
         await rig.run_until(lambda: _phase(rig, Phase.WAITING))
         assert await only_guard_looks_left(rig.pool, rig.settings.queue_name, "codeprov")
-        soon = time.time() + BURST_HORIZON / 2
-        await redis.zadd(unsettled_key("codeprov"), {"B1": soon})
+        [job] = await redis.zrange(rig.settings.queue_name, 0, -1)
+        await redis.zadd(rig.settings.queue_name, {job: (time.time() + BURST_HORIZON / 2) * 1000})
         assert not await only_guard_looks_left(rig.pool, rig.settings.queue_name, "codeprov")
         code_id = (await rig.state("B1")).access_code_id
         assert code_id is not None

@@ -2,10 +2,11 @@
 
 arq's burst mode ends once its queue is empty. A scheduled stay is guarded until its end
 (jobs/guard.py): its next look stays queued for hours or days, so the queue is never empty.
-A burst worker here ends instead once no job is due, none of its own is running, and no record
-on its way to an outcome (the set `{prefix}:unsettled`, by next due time, that every commit
-keeps: jobs/commit_lua.py) is due within BURST_HORIZON seconds. Guard looks, and stays whose
-lock loads the code weeks ahead (`deferring_creation`), wait for the next run.
+A burst worker here ends instead once no job is due, none of its own is running, and no job
+due within BURST_HORIZON seconds is a step of a record on its way to an outcome (none at all
+when the set `{prefix}:unsettled`, which every commit keeps, is empty: jobs/commit_lua.py).
+Guard looks, and stays whose lock loads the code weeks ahead (`deferring_creation`), wait for
+the next run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from worker.errors import InvalidInput
 
 BURST_HORIZON = 120.0  # seconds: a stay's look due later than this never holds a burst run
 CHECK_EVERY = 0.25  # seconds between two looks at Redis
+MAX_CHECKED = 200  # jobs due soon read at most per look
 
 
 class BurstWorker(Worker):
@@ -43,20 +45,26 @@ class BurstWorker(Worker):
 
 
 async def only_guard_looks_left(redis: Any, queue: str, prefix: str) -> bool:
-    """No job due now, and no record on its way to an outcome due within BURST_HORIZON. A
-    member of the unsettled set whose record is gone or unreadable (its job was rejected, it
-    expired, an operator deleted it) is dropped from it."""
-    if await redis.zcount(queue, "-inf", time.time() * 1000):
+    """No job due now, and no job due within BURST_HORIZON (arq's wall-time scores) of a record
+    on its way to an outcome. The unsettled set is the quick answer when it is empty."""
+    now_ms = time.time() * 1000
+    if await redis.zcount(queue, "-inf", now_ms):
         return False
-    key, store = unsettled_key(prefix), StayStore(redis, prefix)
-    soon = time.time() + BURST_HORIZON
-    for raw in await redis.zrangebyscore(key, "-inf", soon, start=0, num=100):
-        record = raw.decode() if isinstance(raw, bytes) else str(raw)
+    if not await redis.zcard(unsettled_key(prefix)):
+        return True
+    soon = await redis.zrangebyscore(queue, "-inf", now_ms + BURST_HORIZON * 1000, start=0,
+                                     num=MAX_CHECKED + 1)
+    if len(soon) > MAX_CHECKED:
+        return False  # busy: no need to read them all
+    store, head = StayStore(redis, prefix), f"{prefix}:"
+    for raw in soon:
+        job = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if not job.startswith(head):
+            continue
         try:
-            state = await store.get(record)
+            state = await store.get(job[len(head):].rsplit(":", 1)[0])
         except InvalidInput:
-            state = None
+            continue  # its job is rejected: it holds nothing
         if state is not None and state.unsettled:
             return False
-        await redis.zrem(key, raw)
-    return not await redis.zcount(key, "-inf", soon)
+    return True
