@@ -6,11 +6,13 @@ and on screen, so figures from different machines are never compared by accident
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import math
 import os
 import platform
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,3 +122,20 @@ def write_results(
     }
     out.write_text(json.dumps(body, indent=2, default=str) + "\n")
     print(f"\nJSON: {out}")
+
+
+def on_local_redis(
+    main: Callable[[argparse.Namespace, str, dict[str, Any]], Coroutine[Any, Any, int]],
+    args: argparse.Namespace,
+) -> int:
+    """Run `main(args, redis_url, machine)` on a private redis-server the bench starts (and
+    stops), the machine printed first: what every in-process benchmark's `run` does."""
+    from worker.localredis import LocalRedis
+
+    server = LocalRedis().start()
+    try:
+        info = machine(server.url)
+        print(f"machine: {describe_machine(info)}")
+        return asyncio.run(main(args, server.url, info))
+    finally:
+        server.cleanup()

@@ -20,7 +20,6 @@ shown apart and per code) and the webhook deliveries by outcome.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import tempfile
 from collections import Counter
@@ -28,6 +27,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from arq.connections import ArqRedis
@@ -36,8 +36,7 @@ from redis.asyncio import Redis
 from bench.common import (
     RESULTS_DIR,
     Target,
-    describe_machine,
-    machine,
+    on_local_redis,
     print_targets,
     write_results,
 )
@@ -58,7 +57,6 @@ from bench.webhooks_rig import receiving
 from jobs.events import read_counts
 from jobs.state import StayStore
 from seam_sandbox import Sandbox, SandboxClock
-from worker.localredis import LocalRedis
 from worker.queue import connect
 from worker.runtime import make_worker
 from worker.settings import Settings
@@ -99,16 +97,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    server = LocalRedis().start()
-    try:
-        return asyncio.run(_main(args, server.url))
-    finally:
-        server.cleanup()
+    return on_local_redis(_main, args)
 
 
-async def _main(args: argparse.Namespace, redis_url: str) -> int:
-    info = machine(redis_url)
-    print(f"machine: {describe_machine(info)}")
+async def _main(args: argparse.Namespace, redis_url: str, info: dict[str, Any]) -> int:
     print(f"{args.stays} stays over {args.devices} locks; programming time lognormal median "
           f"{args.median} s sigma {args.sigma}; sandbox clock 1x", flush=True)
     outcomes = []

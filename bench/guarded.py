@@ -44,8 +44,7 @@ from redis.asyncio import Redis
 from bench.common import (
     RESULTS_DIR,
     Target,
-    describe_machine,
-    machine,
+    on_local_redis,
     print_targets,
     write_results,
 )
@@ -57,7 +56,6 @@ from jobs.enqueue import enqueue_stay
 from jobs.state import StayState
 from seam_sandbox import DeviceDefaults, Latency, RateLimits, Sandbox, SandboxClock, Scenario
 from worker.events_feed import EventsFeed
-from worker.localredis import LocalRedis
 from worker.queue import connect
 from worker.settings import Settings
 from worker.wiring import build_deps, feed_for
@@ -104,16 +102,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    server = LocalRedis().start()
-    try:
-        return asyncio.run(_main(args, server.url))
-    finally:
-        server.cleanup()
+    return on_local_redis(_main, args)
 
 
-async def _main(args: argparse.Namespace, redis_url: str) -> int:
-    info = machine(redis_url)
-    print(f"machine: {describe_machine(info)}")
+async def _main(args: argparse.Namespace, redis_url: str, info: dict[str, Any]) -> int:
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="bench-guarded-") as tmp:
         _quiet_logs(Path(tmp) / "worker.log")

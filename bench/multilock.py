@@ -24,7 +24,6 @@ rows beside it).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -39,8 +38,7 @@ from redis.asyncio import Redis
 from bench.common import (
     RESULTS_DIR,
     Target,
-    describe_machine,
-    machine,
+    on_local_redis,
     print_targets,
     spread,
     write_results,
@@ -57,7 +55,6 @@ from bench.seamlog import LoggingTransport, SeamLog
 from jobs.group import REGROUP, read_group
 from jobs.state import Phase, StayStore, unsettled_key
 from seam_sandbox import Sandbox, SandboxClock
-from worker.localredis import LocalRedis
 from worker.queue import connect
 from worker.runtime import make_worker
 
@@ -100,16 +97,10 @@ def run(args: argparse.Namespace) -> int:
     if args.stays < 1 or args.codes_per_lock < 1:
         raise SystemExit("--stays and --codes-per-lock: at least 1")
     args.devices = 4 * _groups(args)  # the 1-lock stays' locks, then 3 per group of 3-lock stays
-    server = LocalRedis().start()
-    try:
-        return asyncio.run(_main(args, server.url))
-    finally:
-        server.cleanup()
+    return on_local_redis(_main, args)
 
 
-async def _main(args: argparse.Namespace, redis_url: str) -> int:
-    info = machine(redis_url)
-    print(f"machine: {describe_machine(info)}")
+async def _main(args: argparse.Namespace, redis_url: str, info: dict[str, Any]) -> int:
     print(f"{args.stays} stays of 1 lock and {args.stays} of 3 locks over {args.devices} locks; "
           f"programming time lognormal median {args.median} s sigma {args.sigma}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-multilock-") as tmp:

@@ -47,8 +47,7 @@ from redis.asyncio import Redis
 from bench.common import (
     RESULTS_DIR,
     Target,
-    describe_machine,
-    machine,
+    on_local_redis,
     print_targets,
     spread,
     write_results,
@@ -58,7 +57,6 @@ from bench.seamlog import LoggingTransport, SeamLog
 from jobs.enqueue import enqueue_stay
 from jobs.state import StayStore, unsettled_key
 from seam_sandbox import DeviceDefaults, Latency, Sandbox, SandboxClock, Scenario
-from worker.localredis import LocalRedis
 from worker.logs import configure
 from worker.queue import connect
 from worker.runtime import make_worker
@@ -116,16 +114,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    server = LocalRedis().start()
-    try:
-        return asyncio.run(_main(args, server.url))
-    finally:
-        server.cleanup()
+    return on_local_redis(_main, args)
 
 
-async def _main(args: argparse.Namespace, redis_url: str) -> int:
-    info = machine(redis_url)
-    print(f"machine: {describe_machine(info)}")
+async def _main(args: argparse.Namespace, redis_url: str, info: dict[str, Any]) -> int:
     print(f"{args.stays} stays over {args.devices} locks; programming time {args.median} s "
           f"(fixed) / lognormal median {args.median} s sigma {args.sigma}; sandbox clock 1x",
           flush=True)

@@ -182,3 +182,16 @@ async def test_verified_webhook_marks_events_flowing(redis: Redis, redis_url: st
         answer = await client.post("/webhooks/seam", content=body, headers=headers)
     assert answer.status_code == 200
     assert await redis.exists(flowing_key("codeprov"), webhooks_key("codeprov")) == 2
+
+
+async def test_burst_is_not_held_by_a_cron_job_running_elsewhere(
+    redis: Redis, redis_url: str
+) -> None:
+    """A due reconciler job that arq holds as running elsewhere (its in-progress key kept)
+    does not keep `--burst` running once every stay is scheduled."""
+    async with Rig(redis_url, ONE_LOCK) as rig:
+        await scheduled(rig)
+        cron = "codeprov:reconcile_stays:1796171527123"
+        await redis.zadd(rig.settings.queue_name, {cron: time.time() * 1000 - 1})
+        await redis.set(f"arq:in-progress:{cron}", "1", ex=60)
+        assert await only_guard_looks_left(rig.pool, rig.settings.queue_name, "codeprov")

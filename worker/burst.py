@@ -2,11 +2,10 @@
 
 arq's burst mode ends once its queue is empty. A scheduled stay is guarded until its end
 (jobs/guard.py): its next look stays queued for hours or days, so the queue is never empty.
-A burst worker here ends instead once no job is due, none of its own is running, and no job
-due within BURST_HORIZON seconds is a step of a record on its way to an outcome (none at all
-when the set `{prefix}:unsettled`, which every commit keeps, is empty: jobs/commit_lua.py).
-Guard looks, and stays whose lock loads the code weeks ahead (`deferring_creation`), wait for
-the next run.
+A burst worker here ends instead once none of its own jobs is running, no step of a stay is
+due now, and no step due within BURST_HORIZON seconds is one of a record on its way to an
+outcome. Guard looks, and stays whose lock loads the code weeks ahead (`deferring_creation`),
+wait for the next run.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from typing import Any
 
 from arq.worker import Worker
 
-from jobs.state import StayStore, unsettled_key
+from jobs.state import StayStore
 from worker.errors import InvalidInput
 
 BURST_HORIZON = 120.0  # seconds: a stay's look due later than this never holds a burst run
@@ -45,19 +44,17 @@ class BurstWorker(Worker):
 
 
 async def only_guard_looks_left(redis: Any, queue: str, prefix: str) -> bool:
-    """No job due now, and no job due within BURST_HORIZON (arq's wall-time scores) of a record
-    on its way to an outcome. The unsettled set is the quick answer when it is empty."""
+    """No job due within BURST_HORIZON (arq's wall-time scores) is a step of a record on its way
+    to an outcome, and none due now is a step of a stay at all (a guard look due runs first).
+    Jobs of no stay (the reconciler's cron, which arq may hold as running elsewhere) hold
+    nothing."""
     now_ms = time.time() * 1000
-    if await redis.zcount(queue, "-inf", now_ms):
-        return False
-    if not await redis.zcard(unsettled_key(prefix)):
-        return True
     soon = await redis.zrangebyscore(queue, "-inf", now_ms + BURST_HORIZON * 1000, start=0,
-                                     num=MAX_CHECKED + 1)
+                                     num=MAX_CHECKED + 1, withscores=True)
     if len(soon) > MAX_CHECKED:
         return False  # busy: no need to read them all
     store, head = StayStore(redis, prefix), f"{prefix}:"
-    for raw in soon:
+    for raw, score in soon:
         job = raw.decode() if isinstance(raw, bytes) else str(raw)
         if not job.startswith(head):
             continue
@@ -65,6 +62,8 @@ async def only_guard_looks_left(redis: Any, queue: str, prefix: str) -> bool:
             state = await store.get(job[len(head):].rsplit(":", 1)[0])
         except InvalidInput:
             continue  # its job is rejected: it holds nothing
-        if state is not None and state.unsettled:
+        if state is None or state.done:
+            continue
+        if state.unsettled or score <= now_ms:
             return False
     return True
