@@ -20,8 +20,10 @@ shown apart and per code) and the webhook deliveries by outcome.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import tempfile
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -91,6 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=1000,
                         help="CODEPROV_RATE_PER_SECOND, out of the way [1000]")
     parser.add_argument("--modes", default=",".join(MODES), help=f"[{','.join(MODES)}]")
+    parser.add_argument("--arrivals", type=float, default=0,
+                        help="enqueue the stays evenly over this many s while workers run "
+                             "(0: all before they start, a backlog) [0]")
     parser.add_argument("--seed", type=int, default=0, help="sandbox seed [0]")
     parser.add_argument("--timeout", type=float, default=180, help="per mode, s [180]")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
@@ -144,7 +149,11 @@ async def _mode(args: argparse.Namespace, redis_url: str, mode: str) -> ModeOutc
             if mode == "webhooks":
                 await stack.enter_async_context(_webhooks(sandbox, settings, pool))
             now = sandbox.clock.now()
-            await gather_limited([_enqueuer(pool, s, now) for s in stays])
+            if args.arrivals > 0:  # stays arriving over time: lag without a backlog's queueing
+                feeder = asyncio.create_task(_arrive(pool, stays, sandbox, args.arrivals))
+                stack.push_async_callback(_finished, feeder)
+            else:
+                await gather_limited([_enqueuer(pool, s, now) for s in stays])
             workers = [
                 make_worker(settings, seam_transport=transport, clock=sandbox.clock.now,
                             handle_signals=False, running=runs)
@@ -162,6 +171,21 @@ async def _mode(args: argparse.Namespace, redis_url: str, mode: str) -> ModeOutc
     delivered = Counter(str(d["outcome"]) for d in sandbox.deliveries())
     return ModeOutcome(mode, run, listed, round(listed / max(1, len(seen)), 4),
                        dict(delivered), counts)
+
+
+async def _arrive(pool: ArqRedis, stays: list[dict[str, Any]], sandbox: Sandbox,
+                  over: float) -> None:
+    """Enqueue the stays one by one, evenly over `over` seconds."""
+    start = time.monotonic()
+    for i, stay in enumerate(stays):
+        await asyncio.sleep(max(0.0, start + i * over / len(stays) - time.monotonic()))
+        await _enqueuer(pool, stay, sandbox.clock.now())()
+
+
+async def _finished(task: asyncio.Task[None]) -> None:
+    if not task.done():
+        task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 @asynccontextmanager
