@@ -124,6 +124,9 @@ def write_results(
     print(f"\nJSON: {out}")
 
 
+SETTLED = frozenset({"scheduled", "failed", "cancelled"})
+
+
 def on_local_redis(
     main: Callable[[argparse.Namespace, str, dict[str, Any]], Coroutine[Any, Any, int]],
     args: argparse.Namespace,
@@ -139,3 +142,17 @@ def on_local_redis(
         return asyncio.run(main(args, server.url, info))
     finally:
         server.cleanup()
+
+
+async def all_settled(redis: Any, prefix: str) -> bool:
+    """Every stay record (further locks' included) has its outcome: none queued, provisioning
+    or waiting. Read from the records themselves (SCAN + MGET): a bench's few hundred stays."""
+    from jobs.state import StayStore
+
+    store = StayStore(redis, prefix)
+    keys = [k async for k in redis.scan_iter(match=store.key("*"), count=1000)]
+    for start in range(0, len(keys), 500):
+        for raw in await redis.mget(keys[start:start + 500]):
+            if raw is not None and json.loads(raw).get("state") not in SETTLED:
+                return False
+    return True

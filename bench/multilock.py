@@ -38,6 +38,7 @@ from redis.asyncio import Redis
 from bench.common import (
     RESULTS_DIR,
     Target,
+    all_settled,
     on_local_redis,
     print_targets,
     spread,
@@ -53,7 +54,7 @@ from bench.pipeline import (
 )
 from bench.seamlog import LoggingTransport, SeamLog
 from jobs.group import REGROUP, read_group
-from jobs.state import Phase, StayStore, unsettled_key
+from jobs.state import Phase, StayStore
 from seam_sandbox import Sandbox, SandboxClock
 from worker.queue import connect
 from worker.runtime import make_worker
@@ -166,8 +167,7 @@ async def _measure(args: argparse.Namespace, redis_url: str) -> tuple[list[Kind]
 
 async def _settled(pool: ArqRedis) -> bool:
     """No record on its way to an outcome and no group outcome left to write."""
-    unsettled = await pool.zcard(unsettled_key("codeprov"))
-    return int(unsettled) == 0 and int(await pool.zcard(f"codeprov:{REGROUP}")) == 0
+    return await all_settled(pool, "codeprov") and not await pool.zcard(f"codeprov:{REGROUP}")
 
 
 async def _pins(store: StayStore, booking_id: str) -> list[str | None] | None:

@@ -47,6 +47,7 @@ from redis.asyncio import Redis
 from bench.common import (
     RESULTS_DIR,
     Target,
+    all_settled,
     on_local_redis,
     print_targets,
     spread,
@@ -55,7 +56,7 @@ from bench.common import (
 from bench.naive import NaiveRig, enqueue_naive, naive_worker
 from bench.seamlog import LoggingTransport, SeamLog
 from jobs.enqueue import enqueue_stay
-from jobs.state import StayStore, unsettled_key
+from jobs.state import StayStore
 from seam_sandbox import DeviceDefaults, Latency, Sandbox, SandboxClock, Scenario
 from worker.logs import configure
 from worker.queue import connect
@@ -239,9 +240,9 @@ def _enqueuer(pool: ArqRedis, stay: dict[str, str], now: datetime) -> Callable[[
 
 
 async def _none_waiting(pool: ArqRedis, store: StayStore) -> bool:
-    """Every stay has its outcome: none queued, provisioning or waiting (guarded ones stay in
-    the index until check-out, so the index is no measure)."""
-    return int(await pool.zcard(unsettled_key(store.prefix))) == 0
+    """Every stay has its outcome (guarded ones stay in the index until check-out, so the index
+    is no measure)."""
+    return await all_settled(pool, store.prefix)
 
 
 async def _naive(args: argparse.Namespace, redis_url: str, model: str) -> Outcome:

@@ -16,21 +16,14 @@ def device_index_key(prefix: str, device_id: str) -> str:
     return f"{prefix}:device:{device_id}"
 
 
-def unsettled_key(prefix: str) -> str:
-    """Records still on their way to an outcome (not scheduled, failed, cancelled or over): a
-    sorted set by when their next step is due. `worker --burst` ends once none is due soon."""
-    return f"{prefix}:unsettled"
-
-
 # KEYS: record, index, results, the lock's stays (a set: the booking id is added while not
-# final, removed once final), the unsettled set, and the code's index key when the record holds
-# an access_code_id (set to the booking id, with the record's expiry). ARGV: expected seq,
-# record JSON, EXAT ('' for none), booking id, index score ('' when final: leave the index),
-# the record's revision ('' for none), '1' if the record is unsettled else '0', then for an
-# outcome the stream's MAXLEN and its field/value pairs. Returns 1 written, 0 the record is
-# gone or at another seq, -1 it is not JSON, 2 the stored revision is newer than the one
-# written (the caller takes it over and retries). cjson reads numbers as doubles: exact up to
-# 2^53, which `payload.MAX_REVISION` keeps revisions within.
+# final, removed once final), and the code's index key when the record holds an access_code_id
+# (set to the booking id, with the record's expiry). ARGV: expected seq, record JSON, EXAT ('' for
+# none), booking id, index score ('' when final: leave the index), the record's revision ('' for
+# none), then for an outcome the stream's MAXLEN and its field/value pairs. Returns 1 written,
+# 0 the record is gone or at another seq, -1 it is not JSON, 2 the stored revision is newer
+# than the one written (the caller takes it over and retries). cjson reads numbers as doubles:
+# exact up to 2^53, which `payload.MAX_REVISION` keeps revisions within.
 COMMIT = """
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
@@ -51,20 +44,15 @@ else
   redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
   redis.call('SADD', KEYS[4], ARGV[4])
 end
-if ARGV[7] == '1' then
-  redis.call('ZADD', KEYS[5], ARGV[5], ARGV[4])
-else
-  redis.call('ZREM', KEYS[5], ARGV[4])
-end
-if KEYS[6] then
+if KEYS[5] then
   if ARGV[3] == '' then
-    redis.call('SET', KEYS[6], ARGV[4])
+    redis.call('SET', KEYS[5], ARGV[4])
   else
-    redis.call('SET', KEYS[6], ARGV[4], 'EXAT', ARGV[3])
+    redis.call('SET', KEYS[5], ARGV[4], 'EXAT', ARGV[3])
   end
 end
-if #ARGV > 8 then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[8], '*', unpack(ARGV, 9))
+if #ARGV > 7 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', unpack(ARGV, 8))
 end
 return 1
 """

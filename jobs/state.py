@@ -24,14 +24,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from redis.asyncio import Redis
 
-from jobs.commit_lua import COMMIT, code_index_key, device_index_key, unsettled_key
+from jobs.commit_lua import COMMIT, code_index_key, device_index_key
 from jobs.payload import Stay, describe
 from jobs.records import Applied, CodeRef, Failure, Phase, Slot, report_key, result_entry
 from worker.errors import InvalidInput
 
 __all__ = [
     "PART_SEP", "Applied", "CodeRef", "Failure", "Phase", "Slot", "StayState", "StayStore",
-    "booking_of", "code_index_key", "device_index_key", "part_id", "unsettled_key",
+    "booking_of", "code_index_key", "device_index_key", "part_id",
 ]
 
 RETENTION_AFTER_END = timedelta(days=30)
@@ -216,7 +216,7 @@ class StayStore:
 
     async def _commit(self, state: StayState, expected_seq: int) -> bool:
         keys = [self.key(state.booking_id), self.index_key, self.results_key,
-                device_index_key(self.prefix, state.stay.device_id), unsettled_key(self.prefix)]
+                device_index_key(self.prefix, state.stay.device_id)]
         if state.access_code_id is not None:
             keys.append(code_index_key(self.prefix, state.access_code_id))
         key = report_key(state)
@@ -246,7 +246,7 @@ class StayStore:
         expiry = _expiry(state)
         revision = "" if state.revision is None else state.revision
         args: list[Any] = [expected_seq, _dump(state), "" if expiry is None else expiry,
-                           state.booking_id, due, revision, "1" if state.unsettled else "0"]
+                           state.booking_id, due, revision]
         if report:
             args.append(self._maxlen)
             for field, value in result_entry(state).items():
@@ -267,10 +267,6 @@ class StayStore:
             pipe.zrem(self.index_key, state.booking_id)
         else:
             pipe.zadd(self.index_key, {state.booking_id: _due(state)})
-        if state.unsettled:
-            pipe.zadd(unsettled_key(self.prefix), {state.booking_id: _due(state)})
-        else:
-            pipe.zrem(unsettled_key(self.prefix), state.booking_id)
 
 
 def _outcome_may_change(state: StayState) -> bool:
