@@ -1,11 +1,11 @@
 """What a Seam event does to a stay: recorded once, mapped to its stay, and the stay woken.
 
-One path for every way an event comes in (the webhook receiver now, the events feed later):
+One path for every way an event comes in (the webhook receiver, the events feed):
 `Events.take`. An event is de-duplicated by its `event_id` across receivers and restarts, found
 its stay through the indexes `StayStore.commit` writes (`{prefix}:code:{access_code_id}`, and
 `{prefix}:device:{device_id}` for a lock's events), and wakes that stay: the stay's next check,
-already in arq's queue with a later score, is moved to now. Nothing else: the check that runs
-then reads the code from Seam and logs what changed, against the stored snapshot as today.
+already in arq's queue with a later score, is moved to now, with a signal of what the events
+said (jobs/guard.py decides from it whether that check needs to call Seam at all).
 
 Keys: `{prefix}:event:{event_id}` (a short summary, no PIN; kept 7 days, longer than Svix's
 retries span), `{prefix}:events:counts` (a hash of counters, for `stats` and `/metrics`).
